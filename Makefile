@@ -1,0 +1,31 @@
+# Quick start: `make run` (the main job) and `make test` (the whole suite).
+# Both create .venv/ on first use. torchrec is installed with --no-deps: its declared
+# dependency is the CUDA fbgemm-gpu, which would overwrite fbgemm-gpu-cpu and fail to load.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench install clean
+
+$(VENV)/.installed: requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps torchrec==1.8.0
+	$(PY) -m pip install -q --no-build-isolation -e .
+	$(PY) -c "import torchrec, fbgemm_gpu, torchrec_transact"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) examples/quickstart.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/transact_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""TransAct against the padded reference, side by side; prints one JSON object.
+
+Both modules get the same weights-free configuration (batch 512, 100 actions, tokens of
+32 + 32 + 32, 2 layers, 1 head, FFN 32, dropout 0.1) and the same batches: ours as a KJT,
+the reference as the padded tensors it expects (padding is not timed for it). The random
+time window is off (``time_window_s=0``) so both encode exactly the same actions; with it
+on, TransAct would get faster still, since it drops the masked tokens the reference keeps.
+
+Each measurement is the median of ``--repeats`` timed iterations after warm-up, with the
+variants interleaved so that drifts of the machine hit all of them alike.
+
+    python benchmarks/transact_bench.py            # full run, ~2 min on 2 cores
+    python benchmarks/transact_bench.py --quick    # smaller batch, a smoke test
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, List
+
+import torch
+
+from torchrec_transact import TransAct, TransActConfig
+from torchrec_transact.data import random_sequence_features, SequenceFeatures
+from torchrec_transact.modules.reference import PaddedTransActReference
+
+
+def skewed_lengths(batch_size: int, mean: float, max_len: int, g: torch.Generator) -> torch.Tensor:
+    """Exponential lengths clipped to [1, max_len]: most users short, a few at the cap."""
+    u = torch.rand(batch_size, generator=g)
+    return (-mean * torch.log1p(-u)).ceil().clamp(1, max_len).long()
+
+
+def encoder_flops(config: TransActConfig, lengths: torch.Tensor) -> float:
+    """Forward FLOPs of the encoder on the real (unpadded) tokens; training is 3x."""
+    d, f = config.d_model, config.ffn_dim
+    tokens = float(lengths.sum())
+    per_token_macs = 3 * d * d + d * d + 2 * d * f  # q, k, v, out projection and FFN
+    attention_macs = 2 * d * float((lengths.double() ** 2).sum())  # QK^T and AV
+    return 2.0 * config.num_layers * (tokens * per_token_macs + attention_macs)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2.0 * n**3 / min(times)
+
+
+def time_interleaved(fns: Dict[str, Callable[[], None]], warmup: int, repeats: int) -> Dict[str, float]:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def make_steps(
+    ours: TransAct,
+    reference: PaddedTransActReference,
+    batch: SequenceFeatures,
+    config: TransActConfig,
+) -> Dict[str, Callable[[], None]]:
+    kjt = batch.kjt()
+    actions, items, ages, valid = batch.padded(config.max_seq_len)
+    candidates = batch.candidate_ids
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+
+    def ours_train(ctx=nullcontext) -> Callable[[], None]:
+        def step() -> None:
+            ours.train()
+            with ctx():
+                out = ours(kjt)
+            out.sum().backward()
+        return step
+
+    def ref_train(ctx=nullcontext) -> Callable[[], None]:
+        def step() -> None:
+            reference.train()
+            with ctx():
+                out = reference(actions, items, ages, candidates, valid)
+            out.sum().backward()
+        return step
+
+    def ours_eval(ctx=nullcontext) -> Callable[[], None]:
+        def step() -> None:
+            ours.eval()
+            with torch.inference_mode(), ctx():
+                ours(kjt)
+        return step
+
+    def ref_eval(ctx=nullcontext) -> Callable[[], None]:
+        def step() -> None:
+            reference.eval()
+            with torch.inference_mode(), ctx():
+                reference(actions, items, ages, candidates, valid)
+        return step
+
+    return {
+        "transact_train_fp32": ours_train(),
+        "reference_train_fp32": ref_train(),
+        "transact_train_bf16": ours_train(bf16),
+        "reference_train_bf16": ref_train(bf16),
+        "transact_eval_fp32": ours_eval(),
+        "reference_eval_fp32": ref_eval(),
+        "transact_eval_bf16": ours_eval(bf16),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--skewed-mean", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="batch 64, 2 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch_size, args.repeats, args.warmup = 64, 2, 1
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    config = TransActConfig(
+        num_action_types=8, num_items=100_000, time_window_s=0.0, validate_inputs=True
+    )
+    ours = TransAct(config)
+    reference = PaddedTransActReference(config)
+
+    peak_fp32 = matmul_peak(torch.float32)
+    peak_bf16 = matmul_peak(torch.bfloat16)
+    result: Dict[str, object] = {
+        "benchmark": "transact_vs_padded_reference",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
+        "config": {
+            "batch_size": args.batch_size,
+            "max_seq_len": config.max_seq_len,
+            "d_model": config.d_model,
+            "num_layers": config.num_layers,
+            "num_heads": config.num_heads,
+            "ffn_dim": config.ffn_dim,
+            "max_length_buckets": config.max_length_buckets,
+            "repeats": args.repeats,
+        },
+        "matmul_peak_gflops": {"fp32": peak_fp32 / 1e9, "bf16": peak_bf16 / 1e9},
+    }
+    cases = {
+        "full_length": torch.full((args.batch_size,), config.max_seq_len, dtype=torch.long),
+        "skewed": skewed_lengths(args.batch_size, args.skewed_mean, config.max_seq_len, g),
+    }
+    for case, lengths in cases.items():
+        batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
+        seconds = time_interleaved(make_steps(ours, reference, batch, config), args.warmup, args.repeats)
+        flops = encoder_flops(config, lengths)
+        entry: Dict[str, object] = {
+            "mean_length": float(lengths.float().mean()),
+            "examples_per_s": {k: args.batch_size / v for k, v in seconds.items()},
+            "speedup_vs_reference_fp32": {
+                "train_fp32": seconds["reference_train_fp32"] / seconds["transact_train_fp32"],
+                "train_bf16": seconds["reference_train_fp32"] / seconds["transact_train_bf16"],
+                "eval_fp32": seconds["reference_eval_fp32"] / seconds["transact_eval_fp32"],
+                "eval_bf16": seconds["reference_eval_fp32"] / seconds["transact_eval_bf16"],
+            },
+            # Useful FLOPs (real tokens only) per second, as a share of the measured peak.
+            "encoder_flops_fraction_of_peak": {
+                "transact_train_fp32": 3 * flops / seconds["transact_train_fp32"] / peak_fp32,
+                "transact_train_bf16": 3 * flops / seconds["transact_train_bf16"] / peak_bf16,
+                "transact_eval_fp32": flops / seconds["transact_eval_fp32"] / peak_fp32,
+                "reference_train_fp32": 3 * flops / seconds["reference_train_fp32"] / peak_fp32,
+            },
+        }
+        result[case] = entry
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

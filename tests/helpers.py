@@ -1,0 +1,57 @@
+"""Small builders shared by the tests."""
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact import TransAct, TransActConfig
+from torchrec_transact.data import sequence_kjt
+
+# One example: (actions, items, ages, candidate).
+Example = Tuple[List[int], List[int], List[float], int]
+
+
+def kjt_from_examples(examples: Sequence[Example]) -> KeyedJaggedTensor:
+    actions = [a for ex in examples for a in ex[0]]
+    items = [i for ex in examples for i in ex[1]]
+    ages = [t for ex in examples for t in ex[2]]
+    return sequence_kjt(
+        torch.tensor(actions, dtype=torch.long),
+        torch.tensor(items, dtype=torch.long),
+        torch.tensor(ages, dtype=torch.float),
+        torch.tensor([len(ex[0]) for ex in examples], dtype=torch.long),
+        torch.tensor([ex[3] for ex in examples], dtype=torch.long),
+    )
+
+
+def random_example(
+    g: torch.Generator, length: int, num_action_types: int = 5, num_items: int = 50
+) -> Example:
+    gaps = torch.rand(length, generator=g) * 3600.0
+    ages = torch.cumsum(gaps, 0) + 1.0
+    return (
+        torch.randint(0, num_action_types, (length,), generator=g).tolist(),
+        torch.randint(0, num_items, (length,), generator=g).tolist(),
+        ages.tolist(),
+        int(torch.randint(0, num_items, (1,), generator=g)),
+    )
+
+
+def small_config(**overrides: object) -> TransActConfig:
+    defaults = dict(
+        num_action_types=5,
+        num_items=50,
+        action_embedding_dim=8,
+        item_embedding_dim=8,
+        max_seq_len=12,
+        latest_k=3,
+        ffn_dim=16,
+    )
+    defaults.update(overrides)
+    return TransActConfig(**defaults)  # type: ignore[arg-type]
+
+
+def make_transact(seed: int = 0, **overrides: object) -> TransAct:
+    torch.manual_seed(seed)
+    return TransAct(small_config(**overrides))

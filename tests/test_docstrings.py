@@ -1,0 +1,46 @@
+"""Every ``Example::`` block in the package's docstrings runs."""
+
+import importlib
+import inspect
+import pkgutil
+import textwrap
+from typing import Iterator, List, Tuple
+
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+
+import torchrec_transact
+
+
+def _examples() -> Iterator[Tuple[str, str]]:
+    for info in pkgutil.walk_packages(torchrec_transact.__path__, "torchrec_transact."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if getattr(obj, "__module__", None) != info.name or not obj.__doc__:
+                continue
+            doc = inspect.getdoc(obj) or ""
+            if "Example::" in doc:
+                block = doc.split("Example::", 1)[1]
+                lines: List[str] = []
+                for line in block.splitlines()[1:]:
+                    if line and not line.startswith(" "):
+                        break
+                    lines.append(line)
+                yield f"{info.name}.{name}", textwrap.dedent("\n".join(lines))
+
+
+EXAMPLES = dict(_examples())
+
+
+def test_examples_were_found() -> None:
+    assert "torchrec_transact.modules.transact.TransAct" in EXAMPLES
+    assert len(EXAMPLES) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_docstring_example_runs(name: str) -> None:
+    module = importlib.import_module(name.rsplit(".", 1)[0])
+    namespace = dict(vars(module))
+    namespace.update(torch=torch, KeyedJaggedTensor=KeyedJaggedTensor, JaggedTensor=JaggedTensor)
+    exec(compile(EXAMPLES[name], name, "exec"), namespace)

@@ -1,0 +1,5 @@
+from torchrec_transact.data.sequences import (  # noqa: F401
+    random_sequence_features,
+    sequence_kjt,
+    SequenceFeatures,
+)

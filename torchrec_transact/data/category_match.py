@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""A small learnable task for the quick start and for tests of learning.
+
+Items belong to categories (``item_id % num_categories``). A user's history mixes positive
+actions (click, save) and negative ones (hide); the label of a candidate is 1 when it
+shares the category of the user's most recent *positive* action. Half of the candidates
+are drawn from that category, so the task is balanced, and only a model that reads the
+sequence (which action came last, and whether it was positive) can solve it.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact.data.sequences import sequence_kjt
+
+CLICK, SAVE, HIDE = 0, 1, 2
+ACTION_NAMES = ("click", "save", "hide")
+
+
+@dataclass
+class CategoryMatchTask:
+    """Generator of (sequence KJT, label) batches.
+
+    Args:
+        num_items (int): item vocabulary; ``item_id % num_categories`` is the category.
+        num_categories (int): number of item categories.
+        max_seq_len (int): sequences have 1..max_seq_len actions.
+        hide_rate (float): share of actions that are hides (negative feedback).
+        mean_gap_s (float): mean time between consecutive actions, in seconds.
+
+    Example::
+
+        task = CategoryMatchTask(num_items=1000)
+        features, labels = task.batch(8, torch.Generator().manual_seed(0))
+        labels.shape  # torch.Size([8])
+    """
+
+    num_items: int = 1000
+    num_categories: int = 20
+    max_seq_len: int = 50
+    hide_rate: float = 0.3
+    mean_gap_s: float = 3 * 3600.0
+
+    @property
+    def num_action_types(self) -> int:
+        return len(ACTION_NAMES)
+
+    def item_embeddings(
+        self, dim: int, noise: float = 0.3, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        """Pretrained-style item vectors: a random centroid per category plus noise.
+
+        The stand-in for the paper's PinSage embeddings: items of one category are near
+        each other, so "same category" is a similarity the model can read.
+
+        Returns:
+            torch.Tensor: [num_items, dim].
+        """
+        centroids = torch.randn(self.num_categories, dim, generator=generator)
+        categories = torch.arange(self.num_items) % self.num_categories
+        return centroids[categories] + noise * torch.randn(
+            self.num_items, dim, generator=generator
+        )
+
+    def batch(
+        self, batch_size: int, generator: Optional[torch.Generator] = None
+    ) -> Tuple[KeyedJaggedTensor, torch.Tensor]:
+        """
+        Args:
+            batch_size (int): examples.
+            generator (Optional[torch.Generator]): random source.
+
+        Returns:
+            Tuple[KeyedJaggedTensor, torch.Tensor]: the TransAct input and float labels [B].
+        """
+        g = generator
+        lengths = torch.randint(1, self.max_seq_len + 1, (batch_size,), generator=g)
+        total = int(lengths.sum())
+        items = torch.randint(0, self.num_items, (total,), generator=g)
+        hides = torch.rand(total, generator=g) < self.hide_rate
+        positive_type = torch.randint(CLICK, SAVE + 1, (total,), generator=g)
+        actions = torch.where(hides, torch.full_like(positive_type, HIDE), positive_type)
+        gaps = -self.mean_gap_s * torch.log1p(-torch.rand(total, generator=g))
+        starts = torch.cumsum(lengths, 0) - lengths
+        example = torch.repeat_interleave(torch.arange(batch_size), lengths)
+        running = torch.cumsum(gaps, 0)
+        ages = running - torch.cat([torch.zeros(1), running])[starts][example]
+
+        # Most recent positive action of each example (the first one, most recent first).
+        positive_rank = torch.where(hides, total, torch.arange(total))
+        first_positive = torch.full((batch_size,), total, dtype=torch.long)
+        first_positive.scatter_reduce_(0, example, positive_rank, "amin")
+        has_positive = first_positive < total
+        target_category = torch.where(
+            has_positive,
+            items[first_positive.clamp(max=total - 1)] % self.num_categories,
+            torch.full((batch_size,), -1, dtype=torch.long),
+        )
+        match = torch.rand(batch_size, generator=g) < 0.5
+        random_candidates = torch.randint(0, self.num_items, (batch_size,), generator=g)
+        in_category = (
+            torch.randint(0, self.num_items // self.num_categories, (batch_size,), generator=g)
+            * self.num_categories
+            + target_category.clamp(min=0)
+        )
+        candidates = torch.where(match & has_positive, in_category, random_candidates)
+        labels = (candidates % self.num_categories == target_category).float()
+        return sequence_kjt(actions, items, ages, lengths, candidates), labels

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Transformer encoder layers written on ``scaled_dot_product_attention``.
+
+``nn.TransformerEncoderLayer`` keeps q, k and v in one packed projection and splits it in
+``multi_head_attention_forward``; on CPU a third of its backward goes into the copies that
+split produces. The layer here keeps the same parameterisation (so weights load one to one,
+see :meth:`TransformerEncoderLayer.load_from_torch`) but runs q, k and v as three matmuls on
+views of the packed weight and hands boolean masks straight to SDPA.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchrec_transact.modules.dropout import fast_dropout, residual_dropout
+
+
+@dataclass
+class EncoderConfig:
+    """Knobs of a :class:`TransformerEncoder`.
+
+    Args:
+        d_model (int): token width.
+        num_layers (int): number of encoder layers.
+        num_heads (int): attention heads; must divide ``d_model``.
+        ffn_dim (int): hidden width of the feed-forward block.
+        dropout (float): dropout on attention weights, attention output and FFN.
+        norm_first (bool): pre-norm instead of the post-norm of the original transformer.
+        layer_norm_eps (float): epsilon of the layer norms.
+    """
+
+    d_model: int
+    num_layers: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 32
+    dropout: float = 0.1
+    norm_first: bool = False
+    layer_norm_eps: float = 1e-5
+
+
+class TransformerEncoderLayer(nn.Module):
+    """One transformer encoder layer (self-attention + ReLU FFN, post-norm by default).
+
+    Numerically the same function as ``nn.TransformerEncoderLayer(d_model, nhead,
+    dim_feedforward, dropout, batch_first=True)`` given the same weights.
+
+    Args:
+        config (EncoderConfig): layer sizes and dropout.
+        device (Optional[torch.device]): device of the parameters.
+
+    Example::
+
+        layer = TransformerEncoderLayer(EncoderConfig(d_model=96))
+        x = torch.randn(4, 10, 96)
+        valid = torch.arange(10)[None, :] < torch.tensor([10, 3, 1, 7])[:, None]
+        y = layer(x, valid)  # [4, 10, 96]
+    """
+
+    def __init__(
+        self, config: EncoderConfig, device: Optional[torch.device] = None
+    ) -> None:
+        super().__init__()
+        d = config.d_model
+        if d % config.num_heads != 0:
+            raise ValueError(
+                f"d_model={d} is not divisible by num_heads={config.num_heads}"
+            )
+        self.num_heads: int = config.num_heads
+        self.dropout_p: float = config.dropout
+        self.norm_first: bool = config.norm_first
+        # Packed like nn.MultiheadAttention's in_proj so weights map one to one.
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d, device=device))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d, device=device))
+        self.out_proj = nn.Linear(d, d, device=device)
+        self.linear1 = nn.Linear(d, config.ffn_dim, device=device)
+        self.linear2 = nn.Linear(config.ffn_dim, d, device=device)
+        self.norm1 = nn.LayerNorm(d, eps=config.layer_norm_eps, device=device)
+        self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps, device=device)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _self_attention(
+        self, x: torch.Tensor, valid: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.num_heads
+        head_dim = d // h
+        # One packed projection; q, k and v are strided views of it that bmm and SDPA
+        # read in place (nn.MultiheadAttention instead copies them out, forward and
+        # backward). The softmax scale is folded into the (tiny) q weight.
+        scale = head_dim**-0.5
+        w_q, w_kv = self.in_proj_weight.split([d, 2 * d])
+        b_q, b_kv = self.in_proj_bias.split([d, 2 * d])
+        qkv = F.linear(x, torch.cat([w_q * scale, w_kv]), torch.cat([b_q * scale, b_kv]))
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [b, n, d] -> [b * h, n, head_dim]
+            if h == 1:
+                return t
+            return t.reshape(b, n, h, head_dim).transpose(1, 2).reshape(b * h, n, head_dim)
+
+        q, k, v = (heads(t) for t in qkv.split(d, dim=-1))
+        if self.training and self.dropout_p > 0.0:
+            # SDPA's attention dropout draws a Bernoulli sample per weight and falls back
+            # to its math path; spell that path out with the cheaper dropout, the key
+            # mask fused into the QK^T matmul as an additive bias.
+            if valid is None:
+                scores = torch.bmm(q, k.transpose(1, 2))
+            else:
+                bias = torch.zeros(b, 1, n, dtype=q.dtype, device=x.device)
+                bias = bias.masked_fill_(~valid[:, None, :], float("-inf"))
+                bias = bias.repeat_interleave(h, dim=0) if h > 1 else bias
+                scores = torch.baddbmm(bias, q, k.transpose(1, 2))
+            weights = fast_dropout(torch.softmax(scores, -1), self.dropout_p, True)
+            out = torch.bmm(weights, v)
+        else:
+            mask = None if valid is None else valid[:, None, None, :]
+            out = F.scaled_dot_product_attention(
+                q.view(b, h, n, head_dim),
+                k.view(b, h, n, head_dim),
+                v.view(b, h, n, head_dim),
+                attn_mask=mask,
+                scale=1.0,
+            )
+        out = out.view(b, h, n, head_dim).transpose(1, 2).reshape(b, n, d)
+        return self.out_proj(out)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = fast_dropout(F.relu(self.linear1(x)), self.dropout_p, self.training)
+        return self.linear2(hidden)
+
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): tokens, [B, N, d_model].
+            valid (Optional[torch.Tensor]): bool [B, N], True where a token may be
+                attended; None when every token is real. Every row needs at least one
+                valid token (softmax over nothing is NaN).
+
+        Returns:
+            torch.Tensor: [B, N, d_model]. Rows at invalid positions hold values that
+            depend only on valid tokens and are meant to be discarded.
+        """
+        p, training = self.dropout_p, self.training
+        if self.norm_first:
+            x = residual_dropout(x, self._self_attention(self.norm1(x), valid), p, training)
+            x = residual_dropout(x, self._feed_forward(self.norm2(x)), p, training)
+        else:
+            x = self.norm1(residual_dropout(x, self._self_attention(x, valid), p, training))
+            x = self.norm2(residual_dropout(x, self._feed_forward(x), p, training))
+        return x
+
+    @torch.no_grad()
+    def load_from_torch(self, layer: nn.TransformerEncoderLayer) -> None:
+        """Copies the weights of an ``nn.TransformerEncoderLayer`` of the same sizes."""
+        self.in_proj_weight.copy_(layer.self_attn.in_proj_weight)
+        self.in_proj_bias.copy_(layer.self_attn.in_proj_bias)
+        self.out_proj.load_state_dict(layer.self_attn.out_proj.state_dict())
+        self.linear1.load_state_dict(layer.linear1.state_dict())
+        self.linear2.load_state_dict(layer.linear2.state_dict())
+        self.norm1.load_state_dict(layer.norm1.state_dict())
+        self.norm2.load_state_dict(layer.norm2.state_dict())
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of :class:`TransformerEncoderLayer` with no positional encoding.
+
+    Args:
+        config (EncoderConfig): sizes of every layer.
+        device (Optional[torch.device]): device of the parameters.
+
+    Example::
+
+        encoder = TransformerEncoder(EncoderConfig(d_model=96, num_layers=2))
+        x = torch.randn(4, 10, 96)
+        valid = torch.ones(4, 10, dtype=torch.bool)
+        y = encoder(x, valid)  # [4, 10, 96]
+    """
+
+    def __init__(
+        self, config: EncoderConfig, device: Optional[torch.device] = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            [TransformerEncoderLayer(config, device) for _ in range(config.num_layers)]
+        )
+
+    def forward(self, x: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): tokens, [B, N, d_model].
+            valid (Optional[torch.Tensor]): bool [B, N], True for real tokens; None when
+                all are real.
+
+        Returns:
+            torch.Tensor: [B, N, d_model].
+        """
+        for layer in self.layers:
+            x = layer(x, valid)
+        return x
+
+    def load_from_torch(self, encoder: nn.TransformerEncoder) -> None:
+        """Copies the weights of an ``nn.TransformerEncoder`` with the same layer sizes."""
+        if len(encoder.layers) != len(self.layers):
+            raise ValueError(
+                f"nn.TransformerEncoder has {len(encoder.layers)} layers, this encoder "
+                f"{len(self.layers)}"
+            )
+        for ours, theirs in zip(self.layers, encoder.layers):
+            ours.load_from_torch(theirs)
