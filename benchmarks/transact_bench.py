@@ -7,8 +7,9 @@ the reference as the padded tensors it expects (padding is not timed for it). Th
 time window is off (``time_window_s=0``) so both encode exactly the same actions; with it
 on, TransAct would get faster still, since it drops the masked tokens the reference keeps.
 
-Each measurement is the median of ``--repeats`` timed iterations after warm-up, with the
-variants interleaved so that drifts of the machine hit all of them alike.
+Every variant runs once per round, ``--repeats`` rounds after warm-up. Throughputs are
+medians over rounds; speedups are medians (with min and max) of the per-round ratio, which
+cancels most of the drift of a shared machine (single runs here vary by +-20%).
 
     python benchmarks/transact_bench.py            # full run, ~2 min on 2 cores
     python benchmarks/transact_bench.py --quick    # smaller batch, a smoke test
@@ -56,7 +57,11 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n**3 / min(times)
 
 
-def time_interleaved(fns: Dict[str, Callable[[], None]], warmup: int, repeats: int) -> Dict[str, float]:
+def time_interleaved(
+    fns: Dict[str, Callable[[], None]], warmup: int, repeats: int
+) -> Dict[str, List[float]]:
+    """Seconds per call of each function, one sample per round, the functions run in turn
+    within a round so that a slow spell of the machine hits every variant alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -66,7 +71,17 @@ def time_interleaved(fns: Dict[str, Callable[[], None]], warmup: int, repeats: i
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in samples.items()}
+    return samples
+
+
+def paired_speedup(reference: List[float], ours: List[float]) -> Dict[str, float]:
+    """Median, min and max over rounds of reference time / our time in the same round."""
+    ratios = [r / o for r, o in zip(reference, ours)]
+    return {
+        "median": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+    }
 
 
 def make_steps(
@@ -124,7 +139,7 @@ def make_steps(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skewed-mean", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="batch 64, 2 repeats")
@@ -169,16 +184,21 @@ def main() -> None:
     }
     for case, lengths in cases.items():
         batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
-        seconds = time_interleaved(make_steps(ours, reference, batch, config), args.warmup, args.repeats)
+        samples = time_interleaved(
+            make_steps(ours, reference, batch, config), args.warmup, args.repeats
+        )
+        seconds = {name: statistics.median(ts) for name, ts in samples.items()}
         flops = encoder_flops(config, lengths)
+        ref_train, ref_eval = samples["reference_train_fp32"], samples["reference_eval_fp32"]
         entry: Dict[str, object] = {
             "mean_length": float(lengths.float().mean()),
             "examples_per_s": {k: args.batch_size / v for k, v in seconds.items()},
+            # Against the float32 reference, round by round (see paired_speedup).
             "speedup_vs_reference_fp32": {
-                "train_fp32": seconds["reference_train_fp32"] / seconds["transact_train_fp32"],
-                "train_bf16": seconds["reference_train_fp32"] / seconds["transact_train_bf16"],
-                "eval_fp32": seconds["reference_eval_fp32"] / seconds["transact_eval_fp32"],
-                "eval_bf16": seconds["reference_eval_fp32"] / seconds["transact_eval_bf16"],
+                "train_fp32": paired_speedup(ref_train, samples["transact_train_fp32"]),
+                "train_bf16": paired_speedup(ref_train, samples["transact_train_bf16"]),
+                "eval_fp32": paired_speedup(ref_eval, samples["transact_eval_fp32"]),
+                "eval_bf16": paired_speedup(ref_eval, samples["transact_eval_bf16"]),
             },
             # Useful FLOPs (real tokens only) per second, as a share of the measured peak.
             "encoder_flops_fraction_of_peak": {
