@@ -11,6 +11,12 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 import torchrec_transact
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec_transact import TransAct, TransActConfig
+from torchrec_transact.data import TransActBatch
+from torchrec_transact.models import TransActDCN
+from torchrec_transact.modules.baselines import NoSequence
 
 
 def _examples() -> Iterator[Tuple[str, str]]:
@@ -42,5 +48,16 @@ def test_examples_were_found() -> None:
 def test_docstring_example_runs(name: str) -> None:
     module = importlib.import_module(name.rsplit(".", 1)[0])
     namespace = dict(vars(module))
-    namespace.update(torch=torch, KeyedJaggedTensor=KeyedJaggedTensor, JaggedTensor=JaggedTensor)
+    namespace.update(
+        torch=torch,
+        KeyedJaggedTensor=KeyedJaggedTensor,
+        JaggedTensor=JaggedTensor,
+        EmbeddingBagCollection=EmbeddingBagCollection,
+        EmbeddingBagConfig=EmbeddingBagConfig,
+        TransAct=TransAct,
+        TransActConfig=TransActConfig,
+        NoSequence=NoSequence,
+        TransActBatch=TransActBatch,
+        TransActDCN=TransActDCN,
+    )
     exec(compile(EXAMPLES[name], name, "exec"), namespace)

@@ -66,6 +66,52 @@ def test_parity_with_nn_transformer_encoder_forward_and_gradients(
         )
 
 
+@pytest.mark.parametrize("heads,norm_first", [(1, False), (3, False), (2, True)])
+def test_training_attention_path_matches_nn_when_nothing_is_dropped(
+    heads: int, norm_first: bool
+) -> None:
+    """Training with dropout runs its own attention (bias-masked bmm + softmax + fast
+    dropout), not SDPA; with p tiny nothing is dropped and it must equal nn's."""
+    ours, theirs = _pair(48, heads, 32, 2, norm_first, 1e-9)
+    ours.train(), theirs.train()
+    x = torch.randn(5, 9, 48)
+    valid = torch.arange(9)[None, :] < torch.tensor([9, 1, 4, 9, 6])[:, None]
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours = ours(x_ours, valid)
+    y_theirs = theirs(x_theirs, src_key_padding_mask=~valid)
+    assert_close(y_ours[valid], y_theirs[valid], rtol=1e-5, atol=1e-5)
+    y_ours[valid].sum().backward()
+    y_theirs[valid].sum().backward()
+    assert_close(x_ours.grad, x_theirs.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_weights_are_dropped_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchrec_transact.modules.encoder as encoder_module
+
+    shapes = []
+
+    def recording_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        shapes.append(tuple(x.shape))
+        return fast_dropout(x, p, training)
+
+    monkeypatch.setattr(encoder_module, "fast_dropout", recording_dropout)
+    ours, _ = _pair(24, 2, 16, 1, False, 0.2)
+    ours.train()
+    ours(torch.randn(3, 7, 24), torch.ones(3, 7, dtype=torch.bool))
+    # [batch * heads, queries, keys]: the attention weights, and the FFN hidden units.
+    assert (3 * 2, 7, 7) in shapes and (3, 7, 16) in shapes
+
+
+def test_load_from_torch_rejects_a_different_function() -> None:
+    ours, _ = _pair(24, 1, 16, 1, False, 0.0)
+    gelu = nn.TransformerEncoderLayer(24, 1, 16, activation="gelu", batch_first=True)
+    with pytest.raises(ValueError, match="differs in activation, norm_first"):
+        ours.layers[0].load_from_torch(gelu)
+    pre_norm = nn.TransformerEncoderLayer(24, 1, 16, norm_first=True, batch_first=True)
+    with pytest.raises(ValueError, match="differs in activation, norm_first"):
+        ours.layers[0].load_from_torch(pre_norm)
+
+
 def test_unmasked_input_equals_all_valid_mask() -> None:
     ours, _ = _pair(24, 1, 16, 2, False, 0.0)
     ours.eval()
@@ -119,6 +165,10 @@ def test_fast_dropout_is_reproducible_and_odd_sizes_work() -> None:
     assert a.shape == x.shape
 
 
-def test_bad_head_count_is_rejected() -> None:
+def test_bad_head_count_and_dropout_are_rejected() -> None:
     with pytest.raises(ValueError, match="d_model=10 is not divisible by num_heads=3"):
         TransformerEncoder(EncoderConfig(d_model=10, num_heads=3))
+    with pytest.raises(ValueError, match="num_heads=0"):
+        TransformerEncoder(EncoderConfig(d_model=10, num_heads=0))
+    with pytest.raises(ValueError, match=r"dropout=1.0 \(in \[0, 1\)\)"):
+        TransformerEncoder(EncoderConfig(d_model=10, dropout=1.0))

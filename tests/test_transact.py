@@ -403,3 +403,63 @@ def test_transact_is_a_torch_module_with_the_pinned_api() -> None:
     transact = TransAct(config)
     assert transact.output_dim == 11 * 96
     assert len(transact.sequence_arch.encoder.layers) == 2
+
+
+def _materialise_like_dmp(module: torch.nn.Module) -> None:
+    """What DistributedModelParallel.init_parameters does to a model built on meta."""
+
+    def init(m: torch.nn.Module) -> None:
+        had_meta = False
+        for name, param in m._parameters.items():
+            if isinstance(param, torch.Tensor) and param.device.type == "meta":
+                m._parameters[name] = torch.nn.Parameter(
+                    torch.empty_like(param, device="cpu"), requires_grad=param.requires_grad
+                )
+                had_meta = True
+        if had_meta and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+    module.apply(init)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "append"])
+def test_a_model_built_on_meta_is_initialised_when_materialised(fusion: str) -> None:
+    transact = TransAct(
+        small_config(early_fusion=fusion, positional_encoding=True), device=torch.device("meta")
+    )
+    _materialise_like_dmp(transact)
+    for name, param in transact.named_parameters():
+        assert param.device.type == "cpu", name
+        assert torch.isfinite(param).all() and param.abs().max() < 10, name
+    for layer in transact.sequence_arch.encoder.layers:
+        assert torch.equal(layer.in_proj_bias, torch.zeros_like(layer.in_proj_bias))
+        # xavier_uniform on [3d, d]: std = sqrt(2 / (4 d)), d = 24 here.
+        assert 0.5 * (2 / 96) ** 0.5 < layer.in_proj_weight.std() < 1.5 * (2 / 96) ** 0.5
+    if fusion == "append":
+        arch = transact.sequence_arch
+        assert torch.equal(arch.candidate_action, torch.zeros_like(arch.candidate_action))
+    g = torch.Generator().manual_seed(19)
+    out = transact.eval()(kjt_from_examples([random_example(g, 5), random_example(g, 0)]))
+    assert torch.isfinite(out).all()
+
+
+def test_multi_head_transact_matches_in_train_and_eval() -> None:
+    """Two heads through the whole module: training (window off, p = 0) equals eval."""
+    transact = make_transact(num_heads=2, dropout=0.0, time_window_s=0.0)
+    g = torch.Generator().manual_seed(20)
+    kjt = kjt_from_examples([random_example(g, n) for n in (7, 0, 12, 3)])
+    trained = transact.train()(kjt)
+    assert_close(transact.eval()(kjt), trained, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_ages_are_accepted() -> None:
+    transact = make_transact(time_window_s=100.0).train()
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=["action_type", "item_id", "candidate_item_id"],
+        values=torch.tensor([1, 2, 3, 4, 5]),
+        lengths=torch.tensor([2, 2, 1]),
+        weights=torch.tensor([10, 500, 10, 500, 0]),
+    )
+    assert torch.isfinite(transact(kjt)).all()

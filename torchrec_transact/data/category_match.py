@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.data.sequences import sequence_kjt
 
 CLICK, SAVE, HIDE = 0, 1, 2
@@ -109,3 +110,34 @@ class CategoryMatchTask:
         candidates = torch.where(match & has_positive, in_category, random_candidates)
         labels = (candidates % self.num_categories == target_category).float()
         return sequence_kjt(actions, items, ages, lengths, candidates), labels
+
+    def ranking_batch(
+        self,
+        batch_size: int,
+        generator: Optional[torch.Generator] = None,
+        dense_in_features: int = 13,
+    ) -> TransActBatch:
+        """The task as a ranking-model batch: the sequence, a categorical feature for the
+        candidate id (``candidate_item``) and one for the user (``user_bucket``, noise),
+        noise dense features, one task ("click").
+
+        Returns:
+            TransActBatch: with labels [B, 1], unit weights, one request per example.
+        """
+        g = generator
+        sequence, labels = self.batch(batch_size, g)
+        candidates = sequence[sequence.keys()[2]].values()
+        users = torch.randint(0, 100, (batch_size,), generator=g)
+        sparse = KeyedJaggedTensor.from_lengths_sync(
+            keys=["candidate_item", "user_bucket"],
+            values=torch.cat([candidates, users]),
+            lengths=torch.ones(2 * batch_size, dtype=torch.int32),
+        )
+        return TransActBatch(
+            dense_features=torch.randn(batch_size, dense_in_features, generator=g),
+            sparse_features=sparse,
+            sequence_features=sequence,
+            labels=labels.unsqueeze(1),
+            weights=torch.ones(batch_size),
+            request_ids=torch.arange(batch_size),
+        )

@@ -46,7 +46,7 @@ def sequence_kjt(
         keys=list(keys),
         values=torch.cat([action_types, item_ids, candidate_ids]).long(),
         lengths=torch.cat([lengths, lengths, torch.ones_like(lengths)]).int(),
-        weights=torch.cat([ages_s, ages_s, torch.zeros(candidate_ids.numel())]),
+        weights=torch.cat([ages_s, ages_s, ages_s.new_zeros(candidate_ids.numel())]),
     )
 
 

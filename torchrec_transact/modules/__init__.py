@@ -3,8 +3,9 @@ from torchrec_transact.modules.encoder import (  # noqa: F401
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from torchrec_transact.modules.transact import (  # noqa: F401
-    TransAct,
+from torchrec_transact.modules.sequence import (  # noqa: F401
+    select_actions,
+    SequenceModule,
     TransActConfig,
-    TransActSequenceArch,
 )
+from torchrec_transact.modules.transact import TransAct, TransActSequenceArch  # noqa: F401

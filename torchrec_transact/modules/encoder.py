@@ -64,6 +64,10 @@ class TransformerEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         d = config.d_model
+        if config.num_heads < 1 or not 0.0 <= config.dropout < 1.0:
+            raise ValueError(
+                f"num_heads={config.num_heads} (>= 1), dropout={config.dropout} (in [0, 1))"
+            )
         if d % config.num_heads != 0:
             raise ValueError(
                 f"d_model={d} is not divisible by num_heads={config.num_heads}"
@@ -79,7 +83,14 @@ class TransformerEncoderLayer(nn.Module):
         self.linear2 = nn.Linear(config.ffn_dim, d, device=device)
         self.norm1 = nn.LayerNorm(d, eps=config.layer_norm_eps, device=device)
         self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps, device=device)
+        self.layer_norm_eps = config.layer_norm_eps
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.MultiheadAttention's initialisation of the packed projection. Also what
+        DistributedModelParallel calls after materialising a model built on meta."""
         nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
     def _self_attention(
@@ -154,7 +165,19 @@ class TransformerEncoderLayer(nn.Module):
 
     @torch.no_grad()
     def load_from_torch(self, layer: nn.TransformerEncoderLayer) -> None:
-        """Copies the weights of an ``nn.TransformerEncoderLayer`` of the same sizes."""
+        """Copies the weights of an ``nn.TransformerEncoderLayer`` of the same sizes.
+
+        The source must compute the same function: ReLU, the same ``norm_first`` and
+        layer-norm epsilon."""
+        if (
+            layer.activation_relu_or_gelu != 1
+            or layer.norm_first != self.norm_first
+            or layer.norm1.eps != self.layer_norm_eps
+        ):
+            raise ValueError(
+                "the nn.TransformerEncoderLayer differs in activation, norm_first or "
+                "layer-norm eps; its weights would compute a different function here"
+            )
         self.in_proj_weight.copy_(layer.self_attn.in_proj_weight)
         self.in_proj_bias.copy_(layer.self_attn.in_proj_bias)
         self.out_proj.load_state_dict(layer.self_attn.out_proj.state_dict())

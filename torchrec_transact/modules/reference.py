@@ -72,7 +72,7 @@ class PaddedTransActReference(nn.Module):
             generator (Optional[torch.Generator]): for the time-window draw.
 
         Returns:
-            torch.Tensor: [B, (latest_k + 1) * d_model].
+            torch.Tensor: [B, (latest_k + max_pool) * d_model].
         """
         seq_len = actions.shape[1]
         candidate = self.item_embedding(candidates)[:, None, :].expand(-1, seq_len, -1)
@@ -81,8 +81,10 @@ class PaddedTransActReference(nn.Module):
         )
         attend = valid & (ages >= 0)
         if self.training and self.config.time_window_s > 0:
-            window = torch.rand(ages.shape[0], 1, generator=generator)
+            window = torch.rand(ages.shape[0], 1, generator=generator, device=ages.device)
             attend = attend & (ages >= window * self.config.time_window_s)
         out = self.encoder(tokens, src_key_padding_mask=~attend)
-        latest = out[:, : self.config.latest_k].flatten(1)
-        return torch.cat([latest, out.amax(dim=1)], dim=1)
+        parts = [out[:, : self.config.latest_k].flatten(1)]
+        if self.config.max_pool:
+            parts.append(out.amax(dim=1))
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""TransAct inside a DCN-V2 ranking model: the Pinnability layout of the TransAct paper.
+
+    dense [B, dense_in] -- BatchNorm -- DenseArch -----------------.
+    user vector [B, U] (last U dense columns, precomputed) ---------+
+    sparse KJT -- EmbeddingBagCollection (pooled) ------------------+-- concat [B, N]
+    sequence KJT -- sequence encoder (TransAct) --------------------'       |
+                                     full-rank DCN-V2 CrossNet -> MLP -> TaskHeads -> [B, T]
+
+The precomputed long-term user vector is the "batch" half of the paper's realtime-batch
+hybrid; it arrives as the last ``user_embedding_dim`` columns of ``dense_features`` (so the
+batch type needs no extra field) and skips batch normalisation (it is already an
+embedding). The cross network is full rank, the paper's choice (``dcn_low_rank_dim=None``),
+or low rank when given; the MLP is stacked on top of it (DCN-V2's stacked structure).
+"""
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+from torchrec.models.dlrm import DenseArch
+from torchrec.modules.crossnet import CrossNet, LowRankCrossNet
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.mlp import MLP
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact.models.common import check_model_inputs, TaskHeads
+
+
+class TransActDCN(nn.Module):
+    """DCN-V2 over dense, categorical, realtime-sequence and long-term user features.
+
+    Args:
+        embedding_bag_collection (EmbeddingBagCollection): categorical features (tables
+            may differ in width).
+        sequence_encoder (nn.Module): ``TransAct`` or a baseline (``output_dim``).
+        dense_in_features (int): dense feature width, before the user vector.
+        dense_arch_layer_sizes (List[int]): MLP after batch norm; empty keeps the
+            normalised features as they are.
+        over_arch_layer_sizes (List[int]): hidden layers of the MLP over the cross net;
+            a linear head per task follows.
+        dcn_num_layers (int): cross layers.
+        dcn_low_rank_dim (Optional[int]): None = full-rank DCN-V2, else the rank.
+        user_embedding_dim (int): > 0: the last columns of ``dense_features`` are a
+            precomputed user embedding of this width.
+        tasks (Sequence[str]): task names, one logit each.
+        dense_device (Optional[torch.device]): device of the dense parameters.
+
+    Example::
+
+        ebc = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name="t1", embedding_dim=8, num_embeddings=10, feature_names=["c1"]),
+        ])
+        transact = TransAct(TransActConfig(num_action_types=3, num_items=10, latest_k=2))
+        model = TransActDCN(
+            ebc, transact, dense_in_features=4, dense_arch_layer_sizes=[8],
+            over_arch_layer_sizes=[16], dcn_num_layers=2, user_embedding_dim=3,
+            tasks=["click", "save", "hide"],
+        )
+        sparse = KeyedJaggedTensor.from_lengths_sync(
+            keys=["c1"], values=torch.tensor([1, 2]), lengths=torch.tensor([1, 1])
+        )
+        sequence = KeyedJaggedTensor.from_lengths_sync(
+            keys=["action_type", "item_id", "candidate_item_id"],
+            values=torch.tensor([1, 4, 6, 7]),
+            lengths=torch.tensor([1, 0, 1, 0, 1, 1]),
+            weights=torch.tensor([60.0, 60.0, 0.0, 0.0]),
+        )
+        logits = model(torch.randn(2, 4 + 3), sparse, sequence)  # [2, 3]
+    """
+
+    def __init__(
+        self,
+        embedding_bag_collection: EmbeddingBagCollection,
+        sequence_encoder: nn.Module,
+        dense_in_features: int,
+        dense_arch_layer_sizes: List[int],
+        over_arch_layer_sizes: List[int],
+        dcn_num_layers: int = 3,
+        dcn_low_rank_dim: Optional[int] = None,
+        user_embedding_dim: int = 0,
+        tasks: Sequence[str] = ("click",),
+        dense_device: Optional[torch.device] = None,
+    ) -> None:
+        super().__init__()
+        self.embedding_bag_collection = embedding_bag_collection
+        configs = embedding_bag_collection.embedding_bag_configs()
+        self.sparse_feature_names: List[str] = [
+            name for config in configs for name in config.feature_names
+        ]
+        sparse_width = sum(c.embedding_dim * len(c.feature_names) for c in configs)
+        self.dense_in_features = dense_in_features
+        self.user_embedding_dim = user_embedding_dim
+        self.dense_norm = nn.BatchNorm1d(dense_in_features, device=dense_device)
+        self.dense_arch: nn.Module = (
+            DenseArch(dense_in_features, dense_arch_layer_sizes, dense_device)
+            if dense_arch_layer_sizes
+            else nn.Identity()
+        )
+        dense_width = dense_arch_layer_sizes[-1] if dense_arch_layer_sizes else dense_in_features
+        self.sequence_encoder = sequence_encoder
+        cross_width = (
+            dense_width + sparse_width + int(sequence_encoder.output_dim) + user_embedding_dim
+        )
+        self.crossnet: nn.Module = (
+            CrossNet(cross_width, dcn_num_layers)
+            if dcn_low_rank_dim is None
+            else LowRankCrossNet(cross_width, dcn_num_layers, dcn_low_rank_dim)
+        )
+        if dense_device is not None:
+            self.crossnet.to(dense_device)
+        self.over_arch = MLP(cross_width, over_arch_layer_sizes, device=dense_device)
+        self.heads = TaskHeads(over_arch_layer_sizes[-1], tasks, device=dense_device)
+
+    @property
+    def tasks(self) -> List[str]:
+        return self.heads.tasks
+
+    def forward(
+        self,
+        dense_features: torch.Tensor,
+        sparse_features: KeyedJaggedTensor,
+        sequence_features: KeyedJaggedTensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            dense_features (torch.Tensor): [B, dense_in_features + user_embedding_dim].
+            sparse_features (KeyedJaggedTensor): the EBC's features.
+            sequence_features (KeyedJaggedTensor): the sequence encoder's input.
+
+        Returns:
+            torch.Tensor: logits [B, len(tasks)].
+        """
+        check_model_inputs(
+            "TransActDCN",
+            dense_features,
+            sparse_features,
+            self.dense_in_features + self.user_embedding_dim,
+            self.sparse_feature_names,
+        )
+        dense, user = dense_features.split(
+            [self.dense_in_features, self.user_embedding_dim], dim=1
+        )
+        features = torch.cat(
+            [
+                self.dense_arch(self.dense_norm(dense)),
+                self.embedding_bag_collection(sparse_features).values(),
+                self.sequence_encoder(sequence_features),
+                user,
+            ],
+            dim=1,
+        )
+        return self.heads(self.over_arch(self.crossnet(features)))

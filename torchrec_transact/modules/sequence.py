@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""What every action-sequence encoder shares: its config, input checks, the selection of
+the actions it may see, and the module shell around a shardable item table.
+
+Input is one ``KeyedJaggedTensor`` with three keys, one value per action, most recent
+action first, and the action's age in seconds as the KJT weight::
+
+    key                 example 0          example 1   example 2
+    action_type         [1, 0, 2]          []          [1]
+    item_id             [17, 5, 9]         []          [3]
+    candidate_item_id   [42]               [7]         [5]
+    weights (ages, s)   [30, 600, 86400]   []          [12]   (+ any value on candidates)
+
+Encoders (TransAct and the baselines in :mod:`torchrec_transact.modules.baselines`) are a
+:class:`SequenceModule`: an ``EmbeddingCollection`` for the items, handed the input KJT
+untouched so that ``DistributedModelParallel`` shards it and ``TrainPipelineSparseDist``
+prefetches its input distribution, followed by a ``sequence_arch`` that holds no sharded
+module (torchrec's pipeline tracer treats it as a leaf, so its data-dependent shapes never
+reach fx). Every encoder returns ``[B, output_dim]`` made of ``output_tokens`` rows of
+``token_dim`` features, which is how DLRM turns it into interaction rows.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingConfig
+from torchrec.modules.embedding_modules import EmbeddingCollection
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+
+from torchrec_transact.modules.masks import compact, keep_actions, segment_ids
+
+EARLY_FUSION_MODES = ("concat", "append", "none")
+ITEM_TABLE = "transact_items"
+
+
+@dataclass
+class TransActConfig:
+    """Everything that shapes a :class:`TransAct` module (and the baseline encoders,
+    which read the fields that apply to them).
+
+    Args:
+        num_action_types (int): size of the action-type vocabulary (click, save, hide, ...).
+        num_items (int): size of the item-id vocabulary, shared by sequence and candidate.
+        action_feature (str): KJT key of the action types.
+        item_feature (str): KJT key of the engaged item ids; its weights are action ages.
+        candidate_feature (str): KJT key of the candidate item id (one per example).
+        action_embedding_dim (int): width of the trainable action-type embedding; 0 leaves
+            action types out of the tokens.
+        item_embedding_dim (int): width of the item embedding table.
+        max_seq_len (int): only the most recent ``max_seq_len`` actions are kept.
+        latest_k (int): how many of the most recent output tokens are kept as features.
+        max_pool (bool): append a max pool over all output tokens.
+        num_layers (int): transformer encoder layers.
+        num_heads (int): attention heads.
+        ffn_dim (int): feed-forward width of each layer.
+        dropout (float): dropout of the encoder layers.
+        early_fusion (str): ``"concat"`` (candidate embedding concatenated to every
+            token), ``"append"`` (the candidate is one more token, as in BST) or
+            ``"none"`` (the encoder never sees the candidate). With ``"append"`` the
+            candidate token comes first (position 0): it is one of the ``latest_k``
+            output tokens (followed by the latest_k - 1 most recent actions) and is in
+            the max pool, and an example with no action still has a non-zero output.
+        time_window_s (float): upper bound, in seconds, of the random time window that
+            hides the newest actions in training; 0 disables it.
+        positional_encoding (bool): add a learned embedding of each token's position
+            (0 = most recent). Off by default, as in the paper.
+        max_length_buckets (int): at most this many length buckets per batch; each is
+            padded only to its own longest sequence. 1 pads the batch to its longest.
+        validate_inputs (bool): check keys, lengths, id ranges and ages on every call.
+    """
+
+    num_action_types: int
+    num_items: int
+    action_feature: str = "action_type"
+    item_feature: str = "item_id"
+    candidate_feature: str = "candidate_item_id"
+    action_embedding_dim: int = 32
+    item_embedding_dim: int = 32
+    max_seq_len: int = 100
+    latest_k: int = 10
+    max_pool: bool = True
+    num_layers: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 32
+    dropout: float = 0.1
+    early_fusion: str = "concat"
+    time_window_s: float = 86400.0
+    positional_encoding: bool = False
+    max_length_buckets: int = 8
+    validate_inputs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.early_fusion not in EARLY_FUSION_MODES:
+            raise ValueError(
+                f"early_fusion={self.early_fusion!r}, expected one of {EARLY_FUSION_MODES}"
+            )
+        if self.action_embedding_dim < 0 or self.item_embedding_dim < 1:
+            raise ValueError(
+                f"action_embedding_dim={self.action_embedding_dim} (>= 0) and "
+                f"item_embedding_dim={self.item_embedding_dim} (>= 1)"
+            )
+        for name in ("num_action_types", "num_items", "max_seq_len", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}, expected >= 1")
+        if self.latest_k < 0 or (self.latest_k == 0 and not self.max_pool):
+            raise ValueError(
+                f"latest_k={self.latest_k}, max_pool={self.max_pool}: the output would be "
+                "empty; keep at least one latest token or the max pool"
+            )
+        if self.num_heads < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"num_heads={self.num_heads} (>= 1), dropout={self.dropout} (in [0, 1))"
+            )
+        if self.time_window_s < 0:
+            raise ValueError(f"time_window_s={self.time_window_s}, expected >= 0")
+
+    @property
+    def d_model(self) -> int:
+        """Token width: action + item (+ candidate with concat fusion)."""
+        d = self.action_embedding_dim + self.item_embedding_dim
+        return d + self.item_embedding_dim if self.early_fusion == "concat" else d
+
+    @property
+    def output_dim(self) -> int:
+        return (self.latest_k + int(self.max_pool)) * self.d_model
+
+
+def _first_bad_example(bad: torch.Tensor, lengths: torch.Tensor) -> int:
+    """Example index of the first True in a jagged bool vector."""
+    first = int(bad.nonzero()[0, 0])
+    offsets = torch.cumsum(lengths, 0)
+    return int(torch.searchsorted(offsets, torch.tensor(first, device=offsets.device), right=True))
+
+
+def _check_ids(
+    name: str, jt: JaggedTensor, num_ids: int, lengths: torch.Tensor
+) -> None:
+    ids = jt.values()
+    bad = (ids < 0) | (ids >= num_ids)
+    if bool(bad.any()):
+        example = _first_bad_example(bad, lengths)
+        value = int(ids[bad.nonzero()[0, 0]])
+        raise ValueError(
+            f"TransAct: feature {name!r} example {example} has id {value}, "
+            f"expected 0 <= id < {num_ids}"
+        )
+
+
+def validate_sequence_features(
+    features: KeyedJaggedTensor, config: TransActConfig
+) -> None:
+    """Raises ``ValueError`` naming the key and the example for malformed input.
+
+    Args:
+        features (KeyedJaggedTensor): the TransAct input.
+        config (TransActConfig): keys and vocabulary sizes.
+    """
+    keys = features.keys()
+    for key in (config.action_feature, config.item_feature, config.candidate_feature):
+        if key not in keys:
+            raise ValueError(f"TransAct: key {key!r} is missing from the KJT (keys: {keys})")
+    if features.weights_or_none() is None:
+        raise ValueError(
+            f"TransAct: the KJT has no weights; {config.item_feature!r} needs each "
+            "action's age in seconds as its weight"
+        )
+    jts = features.to_dict()
+    actions, items = jts[config.action_feature], jts[config.item_feature]
+    candidates = jts[config.candidate_feature]
+    mismatch = actions.lengths() != items.lengths()
+    if bool(mismatch.any()):
+        example = int(mismatch.nonzero()[0, 0])
+        raise ValueError(
+            f"TransAct: example {example} has {int(actions.lengths()[example])} "
+            f"{config.action_feature!r} values but {int(items.lengths()[example])} "
+            f"{config.item_feature!r} values; they must be equal"
+        )
+    not_one = candidates.lengths() != 1
+    if bool(not_one.any()):
+        example = int(not_one.nonzero()[0, 0])
+        raise ValueError(
+            f"TransAct: example {example} has {int(candidates.lengths()[example])} "
+            f"{config.candidate_feature!r} values, expected exactly 1"
+        )
+    _check_ids(config.action_feature, actions, config.num_action_types, actions.lengths())
+    _check_ids(config.item_feature, items, config.num_items, items.lengths())
+    _check_ids(
+        config.candidate_feature, candidates, config.num_items, candidates.lengths()
+    )
+    ages = items.weights()
+    not_finite = ~torch.isfinite(ages)
+    if bool(not_finite.any()):
+        example = _first_bad_example(not_finite, items.lengths())
+        raise ValueError(
+            f"TransAct: example {example} of {config.item_feature!r} has a non-finite "
+            "action age (weight); ages are seconds before the request"
+        )
+
+
+# A leaf for torch.fx: its checks read tensor values, which a symbolic trace cannot.
+torch.fx.wrap("validate_sequence_features")
+
+
+@dataclass
+class KeptActions:
+    """The actions an encoder sees, in the flat jagged layout of the input.
+
+    Args:
+        index (torch.Tensor): int64 [M], positions of the kept actions in the KJT values.
+        example (torch.Tensor): int64 [M], example of each kept action.
+        position (torch.Tensor): int64 [M], 0 = the most recent kept action.
+        lengths (torch.Tensor): int64 [B], kept actions per example.
+    """
+
+    index: torch.Tensor
+    example: torch.Tensor
+    position: torch.Tensor
+    lengths: torch.Tensor
+
+
+def select_actions(
+    items: JaggedTensor, max_seq_len: int, time_window_s: float, training: bool
+) -> KeptActions:
+    """Leakage out, the ``max_seq_len`` most recent kept, the training window applied.
+
+    Args:
+        items (JaggedTensor): the item key of the input; its weights are action ages.
+        max_seq_len (int): most recent actions kept per example.
+        time_window_s (float): training-time window bound (0: none).
+        training (bool): the window applies only in training.
+
+    Returns:
+        KeptActions: the kept actions.
+
+    Example::
+
+        items = JaggedTensor(
+            values=torch.tensor([3, 4, 5]),
+            lengths=torch.tensor([2, 1]),
+            weights=torch.tensor([-1.0, 60.0, 5.0]),
+        )
+        kept = select_actions(items, max_seq_len=10, time_window_s=0.0, training=False)
+        kept.index  # tensor([1, 2])
+    """
+    lengths = items.lengths().long()
+    batch_size = lengths.numel()
+    segments = segment_ids(lengths)
+    ages = items.weights()
+    keep = keep_actions(
+        ages if ages.is_floating_point() else ages.float(),
+        segments,
+        batch_size,
+        max_seq_len,
+        time_window_s,
+        training,
+    )
+    index, position, kept_lengths = compact(keep, segments, batch_size)
+    return KeptActions(index, segments[index], position, kept_lengths)
+
+
+class SequenceModule(nn.Module):
+    """Shell of an action-sequence encoder: input checks, item table, sequence arch.
+
+    Subclasses build ``sequence_arch``: a module called as
+    ``sequence_arch(features, item_embeddings, candidate_embeddings)`` that returns
+    ``[B, output_tokens * token_dim]``.
+
+    Args:
+        config (TransActConfig): keys, vocabularies and sizes.
+        sequence_arch (nn.Module): the encoder proper.
+        output_tokens (int): rows of the output.
+        token_dim (int): width of each row.
+        device (Optional[torch.device]): device of the item table.
+    """
+
+    def __init__(
+        self,
+        config: TransActConfig,
+        sequence_arch: nn.Module,
+        output_tokens: int,
+        token_dim: int,
+        device: Optional[torch.device] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.output_tokens = output_tokens
+        self.token_dim = token_dim
+        self.item_embedding_collection = EmbeddingCollection(
+            tables=[
+                EmbeddingConfig(
+                    name=ITEM_TABLE,
+                    num_embeddings=config.num_items,
+                    embedding_dim=config.item_embedding_dim,
+                    feature_names=[config.item_feature, config.candidate_feature],
+                )
+            ],
+            device=device,
+        )
+        self.sequence_arch = sequence_arch
+
+    @property
+    def output_dim(self) -> int:
+        return self.output_tokens * self.token_dim
+
+    def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
+        """
+        Args:
+            features (KeyedJaggedTensor): action types, item ids (weights: ages in seconds)
+                and one candidate id per example; other keys are ignored.
+
+        Returns:
+            torch.Tensor: float [B, output_dim].
+        """
+        if self.config.validate_inputs:
+            validate_sequence_features(features, self.config)
+        embeddings: Dict[str, JaggedTensor] = self.item_embedding_collection(features)
+        return self.sequence_arch(
+            features,
+            embeddings[self.config.item_feature],
+            embeddings[self.config.candidate_feature],
+        )
+
+    @torch.no_grad()
+    def load_item_embeddings(self, weights: torch.Tensor, freeze: bool = True) -> None:
+        """Loads a pretrained item embedding matrix (the paper's PinSage setting).
+
+        Freezing sets ``requires_grad=False`` on the unsharded table, so dense optimizers
+        skip it; under ``DistributedModelParallel`` give the table a fused optimizer with
+        learning rate 0 instead (fused tables update in their own backward).
+
+        Args:
+            weights (torch.Tensor): [num_items, item_embedding_dim].
+            freeze (bool): keep the table fixed during training.
+        """
+        table = self.item_embedding_collection.embeddings[ITEM_TABLE].weight
+        if tuple(weights.shape) != tuple(table.shape):
+            raise ValueError(
+                f"pretrained item embeddings have shape {tuple(weights.shape)}, expected "
+                f"{tuple(table.shape)} (num_items, item_embedding_dim)"
+            )
+        table.copy_(weights)
+        table.requires_grad_(not freeze)
