@@ -134,6 +134,7 @@ def test_dmp_two_processes_shards_item_table_and_trains() -> None:
 
 def _models_worker(rank: int, world_size: int, port: int, kind: str) -> None:
     from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
     from torchrec.distributed.types import ShardingType
     from torchrec.modules.embedding_configs import EmbeddingBagConfig
     from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -225,6 +226,14 @@ def _models_worker(rank: int, world_size: int, port: int, kind: str) -> None:
             reference_optimizer.zero_grad()
             reference_loss.backward()
             reference_optimizer.step()
+
+        # torchrec's pipeline finds both sharded modules fed straight from the batch
+        # (the EBC from batch.sparse_features, TransAct's table from sequence_features).
+        pipeline = TrainPipelineSparseDist(dmp, dense_optimizer, torch.device("cpu"))
+        stream = iter([batches[rank]] * 3)
+        pipelined = [float(pipeline.progress(stream)[0]) for _ in range(3)]
+        assert len(pipeline._pipelined_modules) == 2, pipeline._pipelined_modules
+        assert all(torch.isfinite(torch.tensor(pipelined))), pipelined
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -73,7 +73,9 @@ def check_model_inputs(
     dense_width: int,
     sparse_feature_names: List[str],
 ) -> None:
-    """Raises ``ValueError`` when the batch does not carry what the model was built for."""
+    """Raises ``ValueError`` when the batch does not carry what the model was built for.
+
+    Models that call it register it with ``torch.fx.wrap`` in their own module."""
     if dense_features.dim() != 2 or dense_features.shape[1] != dense_width:
         raise ValueError(
             f"{model}: dense_features have shape {tuple(dense_features.shape)}, expected "
@@ -93,6 +95,3 @@ def check_model_inputs(
             f"dense_features {batch}"
         )
 
-
-# Reads tensor shapes and KJT keys: a leaf for torch.fx.
-torch.fx.wrap("check_model_inputs")

@@ -26,6 +26,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.models.common import check_model_inputs, TaskHeads
 
+# A leaf for torch.fx (torchrec's pipeline traces the model): the check reads shapes and
+# KJT keys. fx.wrap patches the calling module's globals, so it is registered here.
+torch.fx.wrap("check_model_inputs")
+
 
 class TransActDCN(nn.Module):
     """DCN-V2 over dense, categorical, realtime-sequence and long-term user features.
