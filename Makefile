@@ -3,6 +3,8 @@
 # dependency is the CUDA fbgemm-gpu, which would overwrite fbgemm-gpu-cpu and fail to load.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+# Real data samples (tests that need them skip when the folder is missing).
+export TRANSACT_DATA_DIR ?= $(abspath ../shared/data)
 PY := $(VENV)/bin/python
 
 .PHONY: run test bench install clean

@@ -3,3 +3,16 @@ import sys
 
 # Tests import their shared builders as `helpers`.
 sys.path.insert(0, os.path.dirname(__file__))
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """The shared real-data folder (``TRANSACT_DATA_DIR``, set by .ci/run and the Makefile)."""
+    path = os.environ.get("TRANSACT_DATA_DIR")
+    if not path:
+        pytest.skip("TRANSACT_DATA_DIR is not set: no real data samples to read")
+    if not os.path.isdir(path):
+        pytest.skip(f"TRANSACT_DATA_DIR={path} does not exist")
+    return path

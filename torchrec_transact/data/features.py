@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The request-time feature processor: a user's raw recent events -> the sequence KJT.
+
+At serving time (and when building training examples from logs) the realtime sequence is
+computed from raw events as they are at the request:
+
+1. events at or after the request time are dropped (not yet known to the server; in logs
+   they would be leakage),
+2. exact duplicates (same time, action and item: double-logged events) are dropped,
+3. the rest are sorted most recent first and truncated to ``max_seq_len``,
+4. each action's age is the request time minus its time, in seconds.
+"""
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact.data.sequences import sequence_kjt
+
+
+@dataclass
+class UserEvents:
+    """A user's raw events, in any order.
+
+    Args:
+        timestamps (np.ndarray): float64 [E], seconds (e.g. unix time).
+        action_types (np.ndarray): int64 [E].
+        item_ids (np.ndarray): int64 [E].
+    """
+
+    timestamps: np.ndarray
+    action_types: np.ndarray
+    item_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+        self.action_types = np.asarray(self.action_types, dtype=np.int64)
+        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        n = self.timestamps.shape[0]
+        if self.action_types.shape != (n,) or self.item_ids.shape != (n,):
+            raise ValueError(
+                f"UserEvents: {n} timestamps, {self.action_types.shape[0]} action types and "
+                f"{self.item_ids.shape[0]} item ids; they must be equal"
+            )
+
+
+class RequestFeatureProcessor:
+    """Builds TransAct's input from raw events and a request time.
+
+    Args:
+        max_seq_len (int): most recent actions kept.
+        keys (Tuple[str, str, str]): action, item and candidate KJT keys.
+
+    Example::
+
+        processor = RequestFeatureProcessor(max_seq_len=2)
+        events = UserEvents(
+            timestamps=[100.0, 50.0, 100.0, 300.0], action_types=[1, 0, 1, 2],
+            item_ids=[7, 8, 7, 9],
+        )
+        actions, items, ages = processor.sequence(events, request_time=200.0)
+        # duplicate (100, 1, 7) and the future event at 300 are gone:
+        # actions [1, 0], items [7, 8], ages [100.0, 150.0]
+    """
+
+    def __init__(
+        self,
+        max_seq_len: int = 100,
+        keys: Tuple[str, str, str] = ("action_type", "item_id", "candidate_item_id"),
+    ) -> None:
+        self.max_seq_len = max_seq_len
+        self.keys = keys
+
+    def sequence(
+        self, events: UserEvents, request_time: float
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept events, most recent first.
+
+        Returns:
+            Tuple[np.ndarray, np.ndarray, np.ndarray]: action types, item ids and ages (s).
+        """
+        before = events.timestamps < request_time
+        times = events.timestamps[before]
+        actions = events.action_types[before]
+        items = events.item_ids[before]
+        if times.size:
+            # Sort by time descending, ties by action then item, and drop exact repeats.
+            order = np.lexsort((items, actions, -times))
+            times, actions, items = times[order], actions[order], items[order]
+            repeat = np.zeros(times.size, dtype=bool)
+            repeat[1:] = (
+                (times[1:] == times[:-1])
+                & (actions[1:] == actions[:-1])
+                & (items[1:] == items[:-1])
+            )
+            keep = ~repeat
+            times, actions, items = times[keep], actions[keep], items[keep]
+        n = min(times.size, self.max_seq_len)
+        return actions[:n], items[:n], (request_time - times[:n]).astype(np.float32)
+
+    def __call__(
+        self,
+        requests: Sequence[Tuple[UserEvents, float, Sequence[int]]],
+    ) -> KeyedJaggedTensor:
+        """One example per candidate: ``(events, request_time, candidate_ids)`` per request.
+
+        Returns:
+            KeyedJaggedTensor: the TransAct input, each request's sequence repeated for
+            each of its candidates.
+        """
+        actions: List[np.ndarray] = []
+        items: List[np.ndarray] = []
+        ages: List[np.ndarray] = []
+        lengths: List[int] = []
+        candidates: List[int] = []
+        for events, request_time, candidate_ids in requests:
+            a, i, t = self.sequence(events, request_time)
+            for candidate in candidate_ids:
+                actions.append(a)
+                items.append(i)
+                ages.append(t)
+                lengths.append(a.size)
+                candidates.append(int(candidate))
+        return sequence_kjt(
+            torch.from_numpy(np.concatenate(actions) if actions else np.zeros(0, np.int64)),
+            torch.from_numpy(np.concatenate(items) if items else np.zeros(0, np.int64)),
+            torch.from_numpy(np.concatenate(ages) if ages else np.zeros(0, np.float32)),
+            torch.tensor(lengths, dtype=torch.long),
+            torch.tensor(candidates, dtype=torch.long),
+            keys=self.keys,
+        )
