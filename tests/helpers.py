@@ -55,3 +55,19 @@ def small_config(**overrides: object) -> TransActConfig:
 def make_transact(seed: int = 0, **overrides: object) -> TransAct:
     torch.manual_seed(seed)
     return TransAct(small_config(**overrides))
+
+
+def train_then_score(model, batches, steps: int, eval_batch, lr: float = 3e-3):
+    """Adam on the trainable parameters for ``steps`` batches of ``batches``; returns the
+    (logits, labels) of ``eval_batch`` in evaluation mode. ``model`` is a TransActTrain."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss, _ = model(next(batches))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        _, (_, logits, labels) = model(eval_batch)
+    return logits, labels

@@ -9,7 +9,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from helpers import kjt_from_examples, random_example, small_config
+from helpers import kjt_from_examples, random_example, small_config, train_then_score
 from torchrec_transact.data import TransActBatch
 from torchrec_transact.data.category_match import CategoryMatchTask
 from torchrec_transact.loss import WeightedMultiTaskLoss
@@ -207,18 +207,11 @@ def _train_dcn_auc(encoder: str, steps: int = 200, batch_size: int = 128) -> flo
     model = TransActTrain(
         TransActDCN(ebc, sequence, 13, [8], [32], dcn_num_layers=2, tasks=["click"])
     )
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     g = torch.Generator().manual_seed(2)
-    model.train()
-    for _ in range(steps):
-        loss, _ = model(task.ranking_batch(batch_size, g))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    batch = task.ranking_batch(2048, torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        _, (_, logits, labels) = model(batch)
+    batches = (task.ranking_batch(batch_size, g) for _ in range(steps))
+    logits, labels = train_then_score(
+        model, batches, steps, task.ranking_batch(2048, torch.Generator().manual_seed(3))
+    )
     return float(binary_auroc(logits[:, 0], labels[:, 0].long()))
 
 

@@ -56,7 +56,8 @@ class TransActBatch(Pipelineable):
         return self.labels.shape[0]
 
     def _map(self, fn) -> "TransActBatch":  # type: ignore[no-untyped-def]
-        return TransActBatch(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        # type(self): subclasses (SyntheticBatch) keep their extra fields.
+        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "TransActBatch":
         return self._map(lambda t: t.to(device=device, non_blocking=non_blocking))

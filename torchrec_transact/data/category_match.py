@@ -16,6 +16,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.synthetic import category_item_embeddings
 
 CLICK, SAVE, HIDE = 0, 1, 2
 ACTION_NAMES = ("click", "save", "hide")
@@ -52,18 +53,10 @@ class CategoryMatchTask:
     def item_embeddings(
         self, dim: int, noise: float = 0.3, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
-        """Pretrained-style item vectors: a random centroid per category plus noise.
-
-        The stand-in for the paper's PinSage embeddings: items of one category are near
-        each other, so "same category" is a similarity the model can read.
-
-        Returns:
-            torch.Tensor: [num_items, dim].
-        """
-        centroids = torch.randn(self.num_categories, dim, generator=generator)
-        categories = torch.arange(self.num_items) % self.num_categories
-        return centroids[categories] + noise * torch.randn(
-            self.num_items, dim, generator=generator
+        """Pretrained-style item vectors in which a category is a cluster, [num_items, dim]
+        (the stand-in for the paper's PinSage embeddings)."""
+        return category_item_embeddings(
+            self.num_items, self.num_categories, dim, noise, generator
         )
 
     def batch(

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Synthetic users, action sequences and requests with known label probabilities.
+
+The generative process (every draw from a numpy generator seeded by ``(seed, split,
+batch index)``, so a batch is the same whatever rank or worker produces it):
+
+* **Items** belong to categories: ``category = item_id % num_categories``.
+* **Users** (``num_users`` of them, fixed per seed, shared by the train and eval splits) have a long-term interest: 3
+  categories drawn from a Zipf-like popularity, with Dirichlet weights. Their precomputed
+  long-term embedding (the "batch" user vector) is the weighted sum of fixed category
+  centroids plus noise; it arrives as the last ``user_embedding_dim`` dense columns.
+* **History** (at most ``max_seq_len`` actions, skewed lengths): sessions of about
+  ``mean_session_actions`` actions, seconds apart, with hours between sessions. A session
+  browses one category, usually one of the user's interests, and drifts to another with
+  probability ``drift``. Actions are click or save (positive), or hide (negative, on an
+  item of an unwanted category) with probability ``hide_rate``.
+* **Request**: minutes after the last action, ``candidates_per_request`` candidates drawn
+  from the category of the most recent positive action (short-term), from the long-term
+  interests, from recently hidden categories, or at random.
+* **Labels** (click, save, hide), independent Bernoulli draws with probabilities that
+  depend on (a) ``short``: the recency-weighted share of positive actions in the
+  candidate's category, action k (0 = most recent) weighing ``exp(-k / tau)``; (b)
+  ``long``: the user's interest weight of the category; (c) ``negative``: recent hides in
+  the category. ``rabbit_hole`` in [0, 1] sets tau = 1 + 20 (1 - rabbit_hole): at 1 only
+  the very last actions matter, at 0 the last twenty or so. The probabilities are exposed
+  as ``label_probabilities``, so tests can compare a model's AUC with the best possible.
+"""
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info, IterableDataset
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.sequences import sequence_kjt
+
+ACTIONS = ("click", "save", "hide")
+CLICK, SAVE, HIDE = 0, 1, 2
+TASKS = ("click", "save", "hide")
+DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hide_share", "hour_sin", "hour_cos")
+SPARSE_FEATURES = ("user_id", "candidate_item", "candidate_category")
+
+
+def category_item_embeddings(
+    num_items: int,
+    num_categories: int,
+    dim: int,
+    noise: float = 0.3,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Pretrained-style item vectors: a random centroid per category plus noise.
+
+    The stand-in for the paper's PinSage embeddings: items of one category (``item %
+    num_categories``) are near each other.
+
+    Returns:
+        torch.Tensor: [num_items, dim].
+
+    Example::
+
+        vectors = category_item_embeddings(100, 10, 8)
+        vectors.shape  # torch.Size([100, 8])
+    """
+    centroids = torch.randn(num_categories, dim, generator=generator)
+    categories = torch.arange(num_items) % num_categories
+    return centroids[categories] + noise * torch.randn(num_items, dim, generator=generator)
+
+
+def _draw(rng: np.random.Generator, weights: np.ndarray, count: int) -> np.ndarray:
+    """[R, count] indices drawn from each row's categorical distribution ``weights``."""
+    cumulative = weights.cumsum(axis=1)
+    u = rng.random((weights.shape[0], count, 1))
+    return np.minimum((u > cumulative[:, None, :]).sum(-1), weights.shape[1] - 1)
+
+
+@dataclass
+class SyntheticBatch(TransActBatch):
+    """A :class:`TransActBatch` with the true probability behind every label.
+
+    Args:
+        label_probabilities (torch.Tensor): float [B, T].
+    """
+
+    label_probabilities: torch.Tensor = None  # type: ignore[assignment]
+
+
+@dataclass
+class SyntheticConfig:
+    """Knobs of :class:`SyntheticActionData` (see the module docstring)."""
+
+    num_items: int = 20_000
+    num_categories: int = 100
+    num_users: int = 100_000
+    max_seq_len: int = 100
+    mean_seq_len: float = 40.0
+    candidates_per_request: int = 10
+    mean_session_actions: float = 8.0
+    drift: float = 0.2
+    explore: float = 0.2
+    hide_rate: float = 0.15
+    save_rate: float = 0.25
+    rabbit_hole: float = 0.5
+    user_embedding_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rabbit_hole <= 1.0:
+            raise ValueError(f"rabbit_hole={self.rabbit_hole}, expected in [0, 1]")
+        if self.num_items % self.num_categories:
+            raise ValueError(
+                f"num_items={self.num_items} is not a multiple of num_categories="
+                f"{self.num_categories}"
+            )
+
+    @property
+    def num_action_types(self) -> int:
+        return len(ACTIONS)
+
+    @property
+    def dense_in_features(self) -> int:
+        """Dense width before the user vector."""
+        return len(DENSE_FEATURES)
+
+
+class SyntheticActionData(IterableDataset):
+    """An endless (or ``num_batches`` long) stream of synthetic :class:`SyntheticBatch`.
+
+    Batch ``i`` of the global stream is drawn from ``numpy.random.default_rng([seed,
+    split, i])``.
+    Rank ``r`` of ``world_size`` reads the batches ``i % world_size == r``, and its
+    DataLoader workers deal those out among themselves: disjoint, and together the whole
+    stream, whatever the number of workers.
+
+    Args:
+        config (SyntheticConfig): the generative process.
+        batch_size (int): examples per batch; a multiple of ``candidates_per_request``
+            (a batch never splits a request).
+        seed (int): the user population and the stream.
+        num_batches (Optional[int]): global stream length; None: endless.
+        split (str): ``"train"`` or ``"eval"``: two disjoint streams of requests from the
+            same users (their long-term interests and ids are shared).
+        rank (int): this process's rank.
+        world_size (int): number of ranks.
+
+    Example::
+
+        data = SyntheticActionData(SyntheticConfig(num_users=1000), batch_size=20, num_batches=2)
+        batch = next(iter(data))
+        batch.labels.shape  # torch.Size([20, 3])
+    """
+
+    def __init__(
+        self,
+        config: SyntheticConfig,
+        batch_size: int,
+        seed: int = 0,
+        num_batches: Optional[int] = None,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "train",
+    ) -> None:
+        super().__init__()
+        if split not in ("train", "eval"):
+            raise ValueError(f"split {split!r}: expected 'train' or 'eval'")
+        self.split = split
+        if batch_size % config.candidates_per_request:
+            raise ValueError(
+                f"batch_size={batch_size} is not a multiple of candidates_per_request="
+                f"{config.candidates_per_request}: a batch never splits a request"
+            )
+        self.config = config
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_batches = num_batches
+        self.rank = rank
+        self.world_size = world_size
+        rng = np.random.default_rng([seed, 1 << 30])
+        c = config
+        popularity = 1.0 / np.arange(1, c.num_categories + 1) ** 0.8
+        popularity /= popularity.sum()
+        self.user_interests = rng.choice(c.num_categories, size=(c.num_users, 3), p=popularity)
+        self.user_weights = rng.dirichlet(np.ones(3), size=c.num_users)
+        centroids = rng.standard_normal((c.num_categories, c.user_embedding_dim))
+        self.user_vectors = (
+            np.einsum("uk,ukd->ud", self.user_weights, centroids[self.user_interests])
+            + 0.1 * rng.standard_normal((c.num_users, c.user_embedding_dim))
+        ).astype(np.float32)
+
+    def item_embeddings(self, dim: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Pretrained-style item vectors for this catalogue (see ``category_item_embeddings``)."""
+        c = self.config
+        return category_item_embeddings(c.num_items, c.num_categories, dim, generator=generator)
+
+    def __iter__(self) -> Iterator[SyntheticBatch]:
+        worker = get_worker_info()
+        workers, worker_id = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        # Rank r owns batches r, r + world, r + 2 world, ...; its workers deal those out.
+        stride = self.world_size * workers
+        index = self.rank + self.world_size * worker_id
+        while self.num_batches is None or index < self.num_batches:
+            yield self.generate(index)
+            index += stride
+
+    def _interest_share(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """[R, N] interest weight of each candidate category for its request's user."""
+        match = self.user_interests[users][:, None, :] == categories[:, :, None]
+        return (match * self.user_weights[users][:, None, :]).sum(-1)
+
+    def generate(self, batch_index: int) -> SyntheticBatch:
+        """The batch at ``batch_index`` of the global stream."""
+        c = self.config
+        stream = 0 if self.split == "train" else 1
+        rng = np.random.default_rng([self.seed, stream, batch_index])
+        R, N, L, C = self.batch_size // c.candidates_per_request, c.candidates_per_request, c.max_seq_len, c.num_categories
+        users = rng.integers(0, c.num_users, R)
+        interests, weights = self.user_interests[users], self.user_weights[users]
+
+        # History, chronological (column L - 1 is the most recent action).
+        lengths = np.minimum(L, np.floor(rng.exponential(c.mean_seq_len, R))).astype(np.int64)
+        new_session = rng.random((R, L)) < 1.0 / c.mean_session_actions
+        new_session[:, 0] = True
+        change = new_session | (rng.random((R, L)) < c.drift)
+        wanted = np.take_along_axis(interests, _draw(rng, weights, L), axis=1)
+        explored = rng.random((R, L)) < c.explore
+        fresh = np.where(explored, rng.integers(0, C, (R, L)), wanted)
+        last_change = np.maximum.accumulate(np.where(change, np.arange(L), 0), axis=1)
+        session_category = np.take_along_axis(fresh, last_change, axis=1)
+        hides = rng.random((R, L)) < c.hide_rate
+        hide_category = rng.integers(0, C, (R, L))
+        category = np.where(hides, hide_category, session_category)
+        actions = np.where(hides, HIDE, np.where(rng.random((R, L)) < c.save_rate, SAVE, CLICK))
+        items = category + C * rng.integers(0, c.num_items // C, (R, L))
+        gaps = np.where(new_session, rng.exponential(8 * 3600.0, (R, L)), rng.exponential(60.0, (R, L)))
+        # Ages: the most recent action is minutes old; older ones add the gaps after them.
+        latest_age = rng.exponential(300.0, R) + 1.0
+        after = np.concatenate([gaps[:, 1:], np.zeros((R, 1))], axis=1)  # gap to next action
+        ages = latest_age[:, None] + np.cumsum(after[:, ::-1], axis=1)[:, ::-1]
+
+        # Most recent first; an example of length n keeps the n most recent columns.
+        actions, items, category, ages = (a[:, ::-1] for a in (actions, items, category, ages))
+        valid = np.arange(L)[None, :] < lengths[:, None]
+        positive = valid & (actions != HIDE)
+        negative = valid & (actions == HIDE)
+
+        # Candidates: short-term, long-term, recently hidden or random categories.
+        first_positive = np.where(positive.any(1), positive.argmax(1), 0)
+        recent_category = np.where(
+            positive.any(1), category[np.arange(R), first_positive], rng.integers(0, C, R)
+        )
+        first_hide = negative.argmax(1)
+        hidden_category = np.where(
+            negative.any(1), category[np.arange(R), first_hide], rng.integers(0, C, R)
+        )
+        long_pick = np.take_along_axis(interests, _draw(rng, weights, N), axis=1)
+        source = rng.choice(4, size=(R, N), p=[0.3, 0.3, 0.1, 0.3])
+        candidate_category = np.select(
+            [source == 0, source == 1, source == 2],
+            [np.repeat(recent_category[:, None], N, 1), long_pick, np.repeat(hidden_category[:, None], N, 1)],
+            rng.integers(0, C, (R, N)),
+        )
+        candidates = candidate_category + C * rng.integers(0, c.num_items // C, (R, N))
+
+        # Label probabilities.
+        tau = 1.0 + 20.0 * (1.0 - c.rabbit_hole)
+        decay = np.exp(-np.arange(L) / tau)
+        same = category[:, None, :] == candidate_category[:, :, None]  # [R, N, L]
+        short = (same * (positive * decay)[:, None, :]).sum(-1) / np.maximum(
+            (positive * decay).sum(-1, keepdims=True), 1e-6
+        )
+        negative_signal = np.minimum((same * (negative * np.exp(-np.arange(L) / 10.0))[:, None, :]).sum(-1), 1.0)
+        long = self._interest_share(users, candidate_category)
+        logits = np.stack(
+            [
+                -2.5 + 4.0 * short + 2.0 * long - 3.0 * negative_signal,
+                -3.0 + 3.5 * short + 2.5 * long - 3.0 * negative_signal,
+                -3.5 + 4.0 * negative_signal - 1.5 * short - 1.0 * long,
+            ],
+            axis=-1,
+        )  # [R, N, 3]
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+        labels = (rng.random(probabilities.shape) < probabilities).astype(np.float32)
+
+        # Features, one example per candidate.
+        B = R * N
+        seq_valid = np.repeat(valid, N, axis=0)
+        hours = np.where(lengths > 0, ages[:, 0] / 3600.0, 0.0)
+        hide_share = negative.sum(1) / np.maximum(lengths, 1)
+        hour = rng.random(R) * 2 * np.pi
+        dense = np.concatenate(
+            [
+                np.stack([np.log1p(lengths), np.log1p(hours), hide_share, np.sin(hour), np.cos(hour)], 1),
+                self.user_vectors[users],
+            ],
+            axis=1,
+        ).astype(np.float32)
+        flat_candidates = candidates.reshape(B)
+        sequence = sequence_kjt(
+            torch.from_numpy(np.repeat(actions, N, 0)[seq_valid]),
+            torch.from_numpy(np.repeat(items, N, 0)[seq_valid]),
+            torch.from_numpy(np.repeat(ages, N, 0)[seq_valid].astype(np.float32)),
+            torch.from_numpy(np.repeat(lengths, N)),
+            torch.from_numpy(flat_candidates),
+        )
+        sparse = KeyedJaggedTensor.from_lengths_sync(
+            keys=list(SPARSE_FEATURES),
+            values=torch.from_numpy(
+                np.concatenate([np.repeat(users, N), flat_candidates, candidate_category.reshape(B)])
+            ),
+            lengths=torch.ones(3 * B, dtype=torch.int32),
+        )
+        return SyntheticBatch(
+            dense_features=torch.from_numpy(np.repeat(dense, N, axis=0)),
+            sparse_features=sparse,
+            sequence_features=sequence,
+            labels=torch.from_numpy(labels.reshape(B, 3)),
+            weights=torch.ones(B),
+            request_ids=torch.from_numpy(batch_index * R + np.repeat(np.arange(R), N)),
+            label_probabilities=torch.from_numpy(probabilities.reshape(B, 3).astype(np.float32)),
+        )
