@@ -28,6 +28,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/transact_bench.py
+	$(PY) benchmarks/data_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
