@@ -78,7 +78,9 @@ def shard_model(
 
 @torch.no_grad()
 def load_unsharded_state_dict(
-    model: DistributedModelParallel, state_dict: Dict[str, torch.Tensor]
+    model: DistributedModelParallel,
+    state_dict: Dict[str, torch.Tensor],
+    strict: bool = True,
 ) -> None:
     """Copies full (unsharded) tensors into a sharded model, each rank its own shards.
 
@@ -89,10 +91,18 @@ def load_unsharded_state_dict(
     Args:
         model (DistributedModelParallel): the sharded model.
         state_dict (Dict[str, torch.Tensor]): the unsharded model's ``state_dict()``.
+        strict (bool): every key of the model must be given; False loads a subset
+            (e.g. only a pretrained item table).
     """
-    for key, target in model.state_dict().items():
+    targets = model.state_dict()
+    unknown = set(state_dict) - set(targets)
+    if unknown:
+        raise KeyError(f"keys {sorted(unknown)} are not in the sharded model")
+    for key, target in targets.items():
         if key not in state_dict:
-            raise KeyError(f"{key!r} is missing from the unsharded state dict")
+            if strict:
+                raise KeyError(f"{key!r} is missing from the unsharded state dict")
+            continue
         source = state_dict[key]
         if isinstance(target, ShardedTensor):
             if tuple(source.shape) != tuple(target.size()):
