@@ -22,6 +22,7 @@ setup(
         "iopath",
         "numpy",
     ],
+    entry_points={"console_scripts": ["transact-train=torchrec_transact.train:cli"]},
     extras_require={
         "cuda": ["torchrec>=1.8", "fbgemm-gpu>=1.8"],
         "launch": ["torchx>=0.7"],

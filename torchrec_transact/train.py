@@ -471,12 +471,16 @@ def run(
             pipeline.attach(model)
         return result
 
-    crash_at = int(os.environ.get("TRANSACT_CRASH_AT_STEP", "-1"))  # for failure tests
+    # Failure drills: the last rank dies at this step (once, if a marker file is given).
+    crash_at = int(os.environ.get("TRANSACT_CRASH_AT_STEP", "-1"))
+    crash_marker = os.environ.get("TRANSACT_CRASH_MARKER")
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0, desc=encoder, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
     metrics: Dict[str, float] = {}
     for step in range(start + 1, config.steps + 1):
-        if step == crash_at and rank == world - 1:
+        if step == crash_at and rank == world - 1 and not (crash_marker and os.path.exists(crash_marker)):
+            if crash_marker:
+                open(crash_marker, "w").close()
             os._exit(17)  # a rank dies without cleanup, as a killed process would
         if pipeline is not None:
             loss = pipeline.progress(batches)[0]
@@ -504,7 +508,24 @@ def run(
     if start < config.steps or not resume_from:
         checkpoint(config.steps)
     log.close()
+    metrics["state_sha256"] = state_digest(dmp)  # type: ignore[assignment]
     return metrics
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every rank's local model state (its shards and the dense weights), to
+    compare two runs bit for bit."""
+    import hashlib
+
+    local = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        tensors = [s.tensor for s in value.local_shards()] if hasattr(value, "local_shards") else [value]
+        for tensor in tensors:
+            local.update(key.encode())
+            local.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digests: List[Optional[str]] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, local.hexdigest())
+    return hashlib.sha256("".join(str(d) for d in digests).encode()).hexdigest()
 
 
 def _table(results: Dict[str, Dict[str, float]], tasks: List[str]) -> str:
@@ -545,5 +566,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point (``transact-train``)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,109 @@
+"""The training entry point: flags, a short run, checkpoints, resume after SIGKILL, torchx."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch.distributed as dist
+
+from torchrec_transact.train import main
+
+# A small, fast run of the default job (synthetic data, TransAct-DCN).
+SMALL = [
+    "--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
+    "--eval-batches", "2", "--log-interval", "5", "--eval-interval", "0",
+]
+
+
+def _read_jsonl(path: str):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--encoder", "gpt"], "--encoder 'gpt': expected one of"),
+        (["--batch-size", "0"], "--batch-size 0: must be > 0"),
+        (["--tasks", "click", "purchase"], "--tasks ['purchase'] are not in the synthetic data"),
+        (["--data", "criteo"], "--data criteo needs --data-path"),
+        (["--model", "wide_deep"], "--model 'wide_deep': expected one of"),
+    ],
+)
+def test_bad_flags_fail_at_start_with_one_line(flags, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not dist.is_initialized()  # failed before any process group
+
+
+def test_short_run_logs_evaluates_and_checkpoints(tmp_path) -> None:
+    out = str(tmp_path / "run")
+    results = main(SMALL + ["--steps", "20", "--output-dir", out, "--tasks", "click", "hide"])
+    metrics = results["transact"]
+    assert {"auc-click", "ne-click", "hit@3-click", "auc-hide", "hit@3-hide", "loss"} <= set(metrics)
+    assert "auc-save" not in metrics
+    rows = _read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [5, 10, 15, 20]
+    assert rows[-1]["kind"] == "eval" and rows[-1]["hit@3-click"] == metrics["hit@3-click"]
+    with open(os.path.join(out, "checkpoints", "latest")) as f:
+        assert f.read() == "step_00000020"
+    assert os.path.exists(os.path.join(out, "final_metrics.json"))
+
+
+def _train(args, env=None, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "torchrec_transact.train", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path) -> None:
+    """Bitwise: same parameters (SHA-256 of every shard) and the same metrics."""
+    common = SMALL + ["--steps", "40", "--checkpoint-interval", "10"]
+    whole = _train(common + ["--output-dir", str(tmp_path / "whole")])
+    interrupted_dir = tmp_path / "interrupted"
+    victim = _train(common + ["--output-dir", str(interrupted_dir)])
+    latest = interrupted_dir / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert latest.exists(), victim.stderr.read().decode()[-2000:] if victim.poll() is not None else "timeout"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    killed_at = latest.read_text()
+    assert killed_at != "step_00000040"
+    resumed = _train(common + ["--output-dir", str(interrupted_dir), "--resume"])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-3000:]
+    assert whole.wait(timeout=600) == 0, whole.stderr.read().decode()[-3000:]
+    with open(tmp_path / "whole" / "final_metrics.json") as f:
+        expected = json.load(f)
+    with open(interrupted_dir / "final_metrics.json") as f:
+        got = json.load(f)
+    assert got == expected, (killed_at, got, expected)
+
+
+def test_init_from_loads_weights_but_not_the_data_position(tmp_path) -> None:
+    first = str(tmp_path / "first")
+    main(SMALL + ["--steps", "10", "--output-dir", first])
+    warm = main(
+        SMALL + ["--steps", "10", "--output-dir", str(tmp_path / "warm"),
+                 "--init-from", os.path.join(first, "checkpoints", "step_00000010")]
+    )
+    cold = main(SMALL + ["--steps", "10", "--output-dir", str(tmp_path / "cold")])
+    rows = _read_jsonl(os.path.join(str(tmp_path / "warm"), "metrics.jsonl"))
+    assert [r["step"] for r in rows if r["kind"] == "train"][0] == 5  # starts at step 0
+    assert warm["transact"]["state_sha256"] != cold["transact"]["state_sha256"]
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(Exception, match="not a complete checkpoint"):
+        main(SMALL + ["--steps", "5", "--output-dir", str(tmp_path / "x"), "--init-from", str(tmp_path / "broken")])
