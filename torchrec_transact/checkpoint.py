@@ -48,6 +48,8 @@ class _MetadataUnpickler(pickle.Unpickler):
             or (module == "builtins" and name in _SAFE_BUILTINS)
             or (module == "torch" and name in _SAFE_TORCH)
             or (module == "collections" and name == "OrderedDict")
+            or (module == "torch.serialization" and name == "_get_layout")
+            or (module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"))
         ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"checkpoint metadata refers to {module}.{name}: refused")

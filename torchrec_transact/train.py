@@ -307,14 +307,17 @@ def build_model(config: TrainConfig, spec: DataSpec, encoder: str, tasks: List[s
 def init_distributed(config: TrainConfig) -> Tuple[int, int, torch.device]:
     """Joins (or, run alone, creates) the process group: NCCL on CUDA, gloo on CPU."""
     use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        if "RANK" not in os.environ:  # a single process: a group of one
+        if "RANK" in os.environ:  # launched by torchrun / torchx
+            dist.init_process_group(backend)
+        else:  # a single process: a group of one, without touching the environment
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
-                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+            dist.init_process_group(
+                backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
+            )
     if use_cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
