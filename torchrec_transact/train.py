@@ -384,16 +384,19 @@ def evaluate(dmp: nn.Module, batches: List[TransActBatch], tasks: List[str], dev
             metric_module.update(model_outputs(tasks, logits, labels, batch.weights))
             hit.update(torch.sigmoid(logits.float()), labels, batch.request_ids)
     dmp.train()
-    raw = metric_module.compute()
+    raw = metric_module.compute()  # collective; torchrec returns the values on rank 0
     result: Dict[str, float] = {}
     for task in tasks:  # the window spans the whole evaluation
-        result[f"auc-{task}"] = float(raw[f"auc-{task}|window_auc"])
-        result[f"ne-{task}"] = float(raw[f"ne-{task}|lifetime_ne"])
+        for name, key in (("auc", f"auc-{task}|window_auc"), ("ne", f"ne-{task}|lifetime_ne")):
+            if key in raw:
+                result[f"{name}-{task}"] = float(raw[key])
     result.update(hit.compute())
     total = torch.tensor([sum(losses), len(losses)], dtype=torch.float64)
     dist.all_reduce(total)
     result["loss"] = float(total[0] / max(total[1], 1.0))
-    return result
+    shared = [result]
+    dist.broadcast_object_list(shared, src=0)  # every rank returns rank 0's full result
+    return shared[0]
 
 
 def _fused_params(config: TrainConfig, device: torch.device) -> Dict[str, Any]:
