@@ -7,7 +7,7 @@ VENV := .venv
 export TRANSACT_DATA_DIR ?= $(abspath ../shared/data)
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench install clean
+.PHONY: run quickstart test bench install clean
 
 $(VENV)/.installed: requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ $(VENV)/.installed: requirements.txt setup.py
 
 install: $(VENV)/.installed
 
+# The main job: TransAct-DCN on synthetic data next to the same model without the sequence.
 run: install
+	$(PY) -m torchrec_transact.train --compare-no-sequence --output-dir outputs/main
+
+quickstart: install
 	$(PY) examples/quickstart.py
 
 test: install

@@ -62,8 +62,8 @@ class TrainConfig:
     encoder: str = "transact"
     tasks: Optional[List[str]] = None
     batch_size: int = 500
-    steps: int = 300
-    eval_interval: int = 100
+    steps: int = 400
+    eval_interval: int = 200
     eval_batches: int = 20
     dense_lr: float = 1e-3
     embedding_lr: float = 0.05
@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     log_interval: int = 20
     compare_no_sequence: bool = False
+    pretrained_items: bool = True  # synthetic data: start the item table from its vectors
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -162,6 +163,7 @@ class DataSpec:
     num_action_types: int
     train: Callable[[int, int, int], Iterator[TransActBatch]]
     evaluation: Callable[[int, int], List[TransActBatch]]
+    item_vectors: Optional[Callable[[int], torch.Tensor]] = None  # (dim) -> [num_items, dim]
 
 
 def _cycle(make_epoch: Callable[[int], Iterable[TransActBatch]]) -> Iterator[TransActBatch]:
@@ -197,6 +199,11 @@ def data_spec(config: TrainConfig) -> DataSpec:
                     sc, config.batch_size, config.seed, num_batches=config.eval_batches * world,
                     rank=rank, world_size=world, split="eval",
                 )
+            ),
+            # The paper starts from pretrained (PinSage) item vectors; these are the
+            # synthetic catalogue's category-clustered stand-in.
+            item_vectors=lambda dim: SyntheticActionData(sc, config.batch_size, config.seed).item_embeddings(
+                dim, torch.Generator().manual_seed(config.seed)
             ),
         )
     if config.data == "criteo":
@@ -450,6 +457,17 @@ def run(
         state = {"model": dmp.state_dict()}
         load_checkpoint(config.init_from, state)
         dmp.load_state_dict(state["model"])
+    item_table = "model.sequence_encoder.item_embedding_collection.embeddings.transact_items.weight"
+    if (
+        resume_from is None
+        and not config.init_from
+        and config.pretrained_items
+        and spec.item_vectors is not None
+        and item_table in dmp.state_dict()
+    ):
+        load_unsharded_state_dict(
+            dmp, {item_table: spec.item_vectors(dmp.state_dict()[item_table].size(1))}, strict=False
+        )
     use_pipeline = config.pipeline != "plain"
     if rank == 0:
         print(
@@ -545,7 +563,21 @@ def _table(results: Dict[str, Dict[str, float]], tasks: List[str]) -> str:
     return "\n".join(lines)
 
 
+def _quiet_library_noise() -> None:
+    """torchrec's planner and DDP print deprecation notes and warnings about dry runs that
+    say nothing about this job; keep the console for progress and results."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
+    for name in ("torchrec.distributed.planner", "torchrec.distributed.planner.types",
+                 "torchrec.distributed.planner.storage_reservations"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    _quiet_library_noise()
     try:
         config = config_from_args(argv)
         validate(config)
