@@ -1,4 +1,5 @@
-"""The torchx component: a real 2-process run here and a dry run for a cluster scheduler."""
+"""The torchx component: a real 2-process run here, a dry run for a cluster scheduler,
+and a rank that dies under torchrun restarts, the job resuming from its last checkpoint."""
 
 import json
 import os
@@ -38,7 +39,8 @@ def test_two_process_local_run_completes_and_loss_falls(tmp_path) -> None:
         "--nproc_per_node", "2", "--", *SMALL, "--steps", "60", "--output-dir", out,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert "2 rank(s)" in result.stdout + result.stderr
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        assert json.loads(f.readline())["world_size"] == 2
     losses = [row["loss"] for row in _train_rows(out)]
     assert len(losses) == 12 and losses[-1] < losses[0], losses
 
@@ -56,3 +58,28 @@ def test_slurm_dryrun_prints_the_job_spec() -> None:
     assert "--nnodes 2 --nproc_per_node 8" in spec
     assert "torchrun --max-restarts 3" in spec
     assert "--gpus-per-task=8" in spec and spec.count("#SBATCH --job-name=train-") == 2
+
+
+def test_a_dead_rank_restarts_the_job_which_resumes(tmp_path) -> None:
+    """Rank 1 dies at step 15 (once); torchrun restarts both ranks, which resume from the
+    step-10 checkpoint and finish."""
+    out = str(tmp_path / "run")
+    marker = str(tmp_path / "crashed")
+    result = _torchx(
+        "run", "--wait", "--log", "-s", "local_cwd", "torchrec_transact/components.py:train",
+        "--nproc_per_node", "2", "--max_restarts", "1", "--",
+        *SMALL, "--steps", "30", "--checkpoint-interval", "10", "--output-dir", out,
+        env={"TRANSACT_CRASH_AT_STEP": "15", "TRANSACT_CRASH_MARKER": marker},
+    )
+    logs = result.stdout + result.stderr
+    assert result.returncode == 0, logs[-3000:]
+    assert os.path.exists(marker), logs[-3000:]  # rank 1 did die at step 15
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        starts = [row for row in map(json.loads, f) if row["kind"] == "start"]
+    assert [row["step"] for row in starts] == [0, 10], starts
+    assert starts[1]["resumed_from"].endswith("step_00000010") and starts[1]["world_size"] == 2
+    steps = [row["step"] for row in _train_rows(out)]
+    # Steps 5 and 10 ran before the crash; the restarted job went on from 10.
+    assert steps[:2] == [5, 10] and steps[-1] == 30, steps
+    with open(os.path.join(out, "checkpoints", "latest")) as f:
+        assert f.read() == "step_00000030"

@@ -316,7 +316,21 @@ def init_distributed(config: TrainConfig) -> Tuple[int, int, torch.device]:
     use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        if "RANK" in os.environ:  # launched by torchrun / torchx
+        if "TORCHELASTIC_RESTART_COUNT" in os.environ:  # torchrun (torchx): its store
+            # Keys under this attempt's prefix: after a restart, the ranks must not read
+            # the addresses the dead attempt left in torchrun's store.
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                use_libuv=True,
+            )
+            attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+            dist.init_process_group(
+                backend,
+                store=dist.PrefixStore(f"/transact/attempt_{attempt}", store),
+                rank=int(os.environ["RANK"]),
+                world_size=int(os.environ["WORLD_SIZE"]),
+            )
+        elif "RANK" in os.environ:  # another launcher that sets the env:// variables
             dist.init_process_group(backend)
         else:  # a single process: a group of one, without touching the environment
             with socket.socket() as s:
@@ -355,14 +369,15 @@ class _Log:
             except ImportError:  # tensorboard is optional
                 self.tensorboard = None
 
-    def write(self, step: int, kind: str, values: Dict[str, float]) -> None:
+    def write(self, step: int, kind: str, values: Dict[str, Any]) -> None:
         if self.file is None:
             return
         self.file.write(json.dumps({"model": self.name, "step": step, "kind": kind, **values}) + "\n")
         self.file.flush()
         if self.tensorboard is not None:
             for key, value in values.items():
-                self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+                if isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
         if self.file is not None:
@@ -476,6 +491,8 @@ def run(
             f"steps {start}..{config.steps}" + (f" (resumed from {resume_from})" if resume_from else ""),
             flush=True,
         )
+    log.write(start, "start", {"world_size": world, "resumed_from": resume_from,
+                               "pipeline": use_pipeline})
     batches = _select_tasks(spec.train(rank, world, start), columns)
     evaluation = list(_select_tasks(iter(spec.evaluation(rank, world)), columns))
     pipeline = TrainPipelineSparseDist(dmp, optimizer, device) if use_pipeline else None
