@@ -107,3 +107,79 @@ def test_init_from_loads_weights_but_not_the_data_position(tmp_path) -> None:
     (tmp_path / "broken").mkdir()
     with pytest.raises(Exception, match="not a complete checkpoint"):
         main(SMALL + ["--steps", "5", "--output-dir", str(tmp_path / "x"), "--init-from", str(tmp_path / "broken")])
+
+
+def test_config_file_and_flags(tmp_path) -> None:
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"encoder": "avg_pool", "steps": 7, "model": "dlrm"}))
+    out = str(tmp_path / "run")
+    results = main(SMALL + ["--config", str(config), "--steps", "6", "--output-dir", out])
+    assert list(results) == ["avg_pool"]
+    rows = _read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert rows[-1]["step"] == 6  # the flag overrides the file
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(SystemExit):
+        main(["--config", str(bad)])
+
+
+@pytest.mark.parametrize(
+    "data,relative,model",
+    [
+        ("movielens", "movielens_100k/ml-100k.inter", "dlrm"),
+        ("taobao", "taobao_user_behavior/UserBehavior.csv", "dcn"),
+        ("criteo", "criteo_tiny/train.tsv", "dlrm"),
+    ],
+)
+def test_every_data_source_trains(data_dir: str, data: str, relative: str, model: str, tmp_path) -> None:
+    results = main(
+        ["--data", data, "--data-path", os.path.join(data_dir, relative), "--model", model,
+         "--steps", "6", "--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3",
+         "--eval-batches", "2", "--log-interval", "3", "--eval-interval", "0",
+         "--output-dir", str(tmp_path / data)]
+    )
+    metrics = results["transact"]
+    assert all(k.startswith(("auc-", "ne-", "hit@3-", "loss", "state")) for k in metrics)
+    assert any(k.startswith("auc-") for k in metrics)
+
+
+def test_console_script_is_installed() -> None:
+    script = os.path.join(os.path.dirname(sys.executable), "transact-train")
+    result = subprocess.run([script, "--batch-size", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("--batch-size 0: must be > 0")
+
+
+def test_interrupted_writes_leave_the_last_checkpoint_and_corruption_is_named(tmp_path) -> None:
+    from torchrec_transact.checkpoint import CheckpointError, latest_checkpoint
+
+    out = tmp_path / "run"
+    main(SMALL + ["--steps", "10", "--checkpoint-interval", "5", "--output-dir", str(out)])
+    checkpoints = out / "checkpoints"
+    # A write that died half-way: a .tmp directory the pointer never names.
+    (checkpoints / "step_00000015.tmp").mkdir()
+    (checkpoints / "step_00000015.tmp" / "__0_0.distcp").write_bytes(b"half")
+    assert latest_checkpoint(str(checkpoints)) == str(checkpoints / "step_00000010")
+    # Corrupt the data of the newest checkpoint: loading names it.
+    for shard in (checkpoints / "step_00000010").glob("*.distcp"):
+        shard.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="step_00000010"):
+        main(SMALL + ["--steps", "12", "--output-dir", str(out), "--resume"])
+
+
+def test_checkpoint_metadata_with_foreign_objects_is_refused(tmp_path) -> None:
+    import pickle
+
+    from torchrec_transact.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "evil"
+    path.mkdir()
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    (path / ".metadata").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(str(path), {"x": __import__("torch").zeros(1)})
+    assert not (tmp_path / "pwned").exists()

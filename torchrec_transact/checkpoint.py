@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
@@ -138,7 +139,7 @@ def load_checkpoint(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
         raise CheckpointError(f"{path} is not a complete checkpoint (no .metadata)")
     try:
         dcp.load(state, storage_reader=_SafeReader(path), planner=_SafePlanner())
-    except Exception as error:  # DCP wraps per-rank failures in its own exceptions
+    except (Exception, CheckpointException) as error:  # the latter is a BaseException
         raise CheckpointError(
             f"cannot load {path} into this model: {type(error).__name__}: {error}"
         ) from error

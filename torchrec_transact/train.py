@@ -563,7 +563,10 @@ def state_digest(model: nn.Module) -> str:
         tensors = [s.tensor for s in value.local_shards()] if hasattr(value, "local_shards") else [value]
         for tensor in tensors:
             local.update(key.encode())
-            local.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            values = tensor.detach().cpu()
+            if values.dtype == torch.bfloat16:  # numpy has no bfloat16
+                values = values.view(torch.int16)
+            local.update(values.numpy().tobytes())  # C order, whatever the strides
     digests: List[Optional[str]] = [None] * dist.get_world_size()
     dist.all_gather_object(digests, local.hexdigest())
     return hashlib.sha256("".join(str(d) for d in digests).encode()).hexdigest()
