@@ -22,7 +22,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
@@ -97,11 +97,9 @@ def config_from_args(argv: Optional[List[str]] = None) -> TrainConfig:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif f.name == "tasks":
             parser.add_argument(flag, nargs="+", default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(getattr(f.type, "__name__", f.type)), None)
-            if kind is None:
-                kind = type(getattr(defaults, f.name)) if getattr(defaults, f.name) is not None else str
-            parser.add_argument(flag, type=kind, default=None)
+        else:  # int, float or str, as the default is (optional fields: str)
+            default = getattr(defaults, f.name)
+            parser.add_argument(flag, type=str if default is None else type(default), default=None)
     args = parser.parse_args(argv)
     values: Dict[str, Any] = {}
     if args.config:
@@ -175,6 +173,7 @@ def data_spec(config: TrainConfig) -> DataSpec:
     """Opens the configured data source (no process group needed)."""
     if config.data == "synthetic":
         from torchrec_transact.data.synthetic import (
+            category_item_embeddings,
             SPARSE_FEATURES,
             SyntheticActionData,
             SyntheticConfig,
@@ -202,8 +201,8 @@ def data_spec(config: TrainConfig) -> DataSpec:
             ),
             # The paper starts from pretrained (PinSage) item vectors; these are the
             # synthetic catalogue's category-clustered stand-in.
-            item_vectors=lambda dim: SyntheticActionData(sc, config.batch_size, config.seed).item_embeddings(
-                dim, torch.Generator().manual_seed(config.seed)
+            item_vectors=lambda dim: category_item_embeddings(
+                sc.num_items, sc.num_categories, dim, generator=torch.Generator().manual_seed(config.seed)
             ),
         )
     if config.data == "criteo":
@@ -478,11 +477,11 @@ def run(
         and not config.init_from
         and config.pretrained_items
         and spec.item_vectors is not None
-        and item_table in dmp.state_dict()
     ):
-        load_unsharded_state_dict(
-            dmp, {item_table: spec.item_vectors(dmp.state_dict()[item_table].size(1))}, strict=False
-        )
+        table = dmp.state_dict().get(item_table)  # None: the encoder has no item table
+        if table is not None:
+            vectors = spec.item_vectors(table.size(1))
+            load_unsharded_state_dict(dmp, {item_table: vectors}, strict=False)
     use_pipeline = config.pipeline != "plain"
     if rank == 0:
         print(
@@ -517,7 +516,6 @@ def run(
     crash_marker = os.environ.get("TRANSACT_CRASH_MARKER")
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0, desc=encoder, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
-    metrics: Dict[str, float] = {}
     for step in range(start + 1, config.steps + 1):
         if step == crash_at and rank == world - 1 and not (crash_marker and os.path.exists(crash_marker)):
             if crash_marker:

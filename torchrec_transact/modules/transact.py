@@ -17,13 +17,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from torchrec_transact.modules.encoder import EncoderConfig, TransformerEncoder
 from torchrec_transact.modules.jagged import length_buckets, pad_into_buckets
-from torchrec_transact.modules.sequence import (  # noqa: F401 (re-exported)
-    EARLY_FUSION_MODES,
-    select_actions,
-    SequenceModule,
-    TransActConfig,
-    validate_sequence_features,
-)
+from torchrec_transact.modules.sequence import select_actions, SequenceModule, TransActConfig
 
 
 class TransActSequenceArch(nn.Module):
