@@ -80,24 +80,20 @@ def default_model_speed(batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--model-steps", type=int, default=10)
-    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR", "../shared/data"))
-    args = parser.parse_args()
-
-    model = default_model_speed(args.batch_size, args.model_steps)
+def run(batch_size: int = 500, model_steps: int = 10, data_dir: str = "../shared/data") -> Dict[str, object]:
+    """Examples/s of every source found (the real samples under ``data_dir``) and of the
+    default model's training step."""
+    model = default_model_speed(batch_size, model_steps)
     sources: Dict[str, float] = {}
-    synthetic = SyntheticActionData(SyntheticConfig(), args.batch_size, seed=0, num_batches=10)
+    synthetic = SyntheticActionData(SyntheticConfig(), batch_size, seed=0, num_batches=10)
     sources["synthetic"] = examples_per_second(lambda: synthetic)
 
-    criteo_path = os.path.join(args.data_dir, "criteo_tiny", "train.tsv")
+    criteo_path = os.path.join(data_dir, "criteo_tiny", "train.tsv")
     if os.path.exists(criteo_path):
         start = time.perf_counter()
         arrays = read_criteo_tsv([criteo_path])
         parse = len(arrays) / (time.perf_counter() - start)
-        criteo = CriteoWithSequences(arrays, args.batch_size)
+        criteo = CriteoWithSequences(arrays, batch_size)
         batches = examples_per_second(lambda: criteo)
         sources["criteo_tsv_parse"] = parse
         sources["criteo_batches_with_sequences"] = batches
@@ -106,29 +102,33 @@ def main() -> None:
         ("movielens", "movielens_100k/ml-100k.inter"),
         ("taobao", "taobao_user_behavior/UserBehavior.csv"),
     ):
-        path = os.path.join(args.data_dir, relative)
+        path = os.path.join(data_dir, relative)
         if os.path.exists(path):
             _, requests = load_preset(preset, path, max_request_size=10)
             sources[preset] = examples_per_second(
-                lambda: requests.batches("train", args.batch_size, shuffle=True)
+                lambda: requests.batches("train", batch_size, shuffle=True)
             )
-    print(
-        json.dumps(
-            {
-                "benchmark": "data_sources",
-                "machine": {
-                    "platform": platform.platform(),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                },
-                "batch_size": args.batch_size,
-                "default_model_train_examples_per_s": model,
-                "examples_per_s": sources,
-                "feeds_x_model": {name: speed / model for name, speed in sources.items()},
-            },
-            indent=2,
-        )
-    )
+    return {
+        "benchmark": "data_sources",
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "batch_size": batch_size,
+        "default_model_train_examples_per_s": model,
+        "examples_per_s": sources,
+        "feeds_x_model": {name: speed / model for name, speed in sources.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--model-steps", type=int, default=10)
+    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR", "../shared/data"))
+    args = parser.parse_args()
+    print(json.dumps(run(args.batch_size, args.model_steps, args.data_dir), indent=2))
 
 
 if __name__ == "__main__":

@@ -136,17 +136,8 @@ def make_steps(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--skewed-mean", type=float, default=30.0)
-    parser.add_argument("--quick", action="store_true", help="batch 64, 2 repeats")
-    args = parser.parse_args()
-    if args.quick:
-        args.batch_size, args.repeats, args.warmup = 64, 2, 1
-
+def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: float = 30.0) -> Dict[str, object]:
+    """TransAct against the reference at full and skewed lengths (see the module docstring)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     config = TransActConfig(
@@ -167,32 +158,32 @@ def main() -> None:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
         "config": {
-            "batch_size": args.batch_size,
+            "batch_size": batch_size,
             "max_seq_len": config.max_seq_len,
             "d_model": config.d_model,
             "num_layers": config.num_layers,
             "num_heads": config.num_heads,
             "ffn_dim": config.ffn_dim,
             "max_length_buckets": config.max_length_buckets,
-            "repeats": args.repeats,
+            "repeats": repeats,
         },
         "matmul_peak_gflops": {"fp32": peak_fp32 / 1e9, "bf16": peak_bf16 / 1e9},
     }
     cases = {
-        "full_length": torch.full((args.batch_size,), config.max_seq_len, dtype=torch.long),
-        "skewed": skewed_lengths(args.batch_size, args.skewed_mean, config.max_seq_len, g),
+        "full_length": torch.full((batch_size,), config.max_seq_len, dtype=torch.long),
+        "skewed": skewed_lengths(batch_size, skewed_mean, config.max_seq_len, g),
     }
     for case, lengths in cases.items():
         batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
         samples = time_interleaved(
-            make_steps(ours, reference, batch, config), args.warmup, args.repeats
+            make_steps(ours, reference, batch, config), warmup, repeats
         )
         seconds = {name: statistics.median(ts) for name, ts in samples.items()}
         flops = encoder_flops(config, lengths)
         ref_train, ref_eval = samples["reference_train_fp32"], samples["reference_eval_fp32"]
         entry: Dict[str, object] = {
             "mean_length": float(lengths.float().mean()),
-            "examples_per_s": {k: args.batch_size / v for k, v in seconds.items()},
+            "examples_per_s": {k: batch_size / v for k, v in seconds.items()},
             # Against the float32 reference, round by round (see paired_speedup).
             "speedup_vs_reference_fp32": {
                 "train_fp32": paired_speedup(ref_train, samples["transact_train_fp32"]),
@@ -209,7 +200,20 @@ def main() -> None:
             },
         }
         result[case] = entry
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--skewed-mean", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="batch 64, 2 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch_size, args.repeats, args.warmup = 64, 2, 1
+    print(json.dumps(run(args.batch_size, args.repeats, args.warmup, args.skewed_mean), indent=2))
 
 
 if __name__ == "__main__":

@@ -86,10 +86,15 @@ def _barrier() -> None:
 
 
 def save_checkpoint(
-    directory: str, step: int, state: Dict[str, Any], rank_state: Dict[str, Any]
+    directory: str,
+    step: int,
+    state: Dict[str, Any],
+    rank_state: Dict[str, Any],
+    files: Optional[Dict[str, str]] = None,
 ) -> str:
     """Writes ``state`` (model and optimizer state dicts, sharded) and this rank's
-    ``rank_state`` (plain values and tensors) as ``directory/step_N``, atomically.
+    ``rank_state`` (plain values and tensors) as ``directory/step_N``, atomically;
+    rank 0 adds ``files`` (name -> text), such as the model description.
 
     Returns:
         str: the checkpoint path.
@@ -102,6 +107,10 @@ def save_checkpoint(
     _barrier()
     dcp.save(state, checkpoint_id=temporary)
     torch.save({"step": step, **rank_state}, os.path.join(temporary, f"rank{_rank()}.pt"))
+    if _rank() == 0:
+        for file_name, text in (files or {}).items():
+            with open(os.path.join(temporary, file_name), "w") as f:
+                f.write(text)
     _barrier()
     if _rank() == 0:
         shutil.rmtree(final, ignore_errors=True)

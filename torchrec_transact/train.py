@@ -50,6 +50,7 @@ EMBEDDING_OPTIMIZERS = {
     "adam": EmbOptimType.ADAM,
 }
 CPU_EMBEDDING_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+MODEL_JSON = "model.json"  # in every checkpoint: config, model spec, encoder, tasks
 
 
 @dataclass
@@ -145,13 +146,9 @@ def validate(config: TrainConfig, data_tasks: Optional[List[str]] = None) -> Non
 
 
 @dataclass
-class DataSpec:
-    """What a data source gives the model and the loop.
-
-    ``train(rank, world_size, start)`` is an endless iterator of this rank's training
-    batches from batch ``start`` of its shard (the data position of a resumed run);
-    ``evaluation(rank, world_size)`` this rank's evaluation batches.
-    """
+class ModelSpec:
+    """The shapes a data source fixes in the model (saved with every checkpoint as
+    ``model.json``, so serving rebuilds the model without opening the data)."""
 
     tasks: List[str]
     dense_in_features: int
@@ -159,9 +156,23 @@ class DataSpec:
     sparse_tables: List[Tuple[str, int]]
     num_items: int
     num_action_types: int
+
+
+@dataclass
+class DataSpec(ModelSpec):
+    """What a data source gives the model and the loop.
+
+    ``train(rank, world_size, start)`` is an endless iterator of this rank's training
+    batches from batch ``start`` of its shard (the data position of a resumed run);
+    ``evaluation(rank, world_size)`` this rank's evaluation batches.
+    """
+
     train: Callable[[int, int, int], Iterator[TransActBatch]]
     evaluation: Callable[[int, int], List[TransActBatch]]
     item_vectors: Optional[Callable[[int], torch.Tensor]] = None  # (dim) -> [num_items, dim]
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)})
 
 
 def _cycle(make_epoch: Callable[[int], Iterable[TransActBatch]]) -> Iterator[TransActBatch]:
@@ -278,7 +289,7 @@ def data_spec(config: TrainConfig) -> DataSpec:
     )
 
 
-def build_model(config: TrainConfig, spec: DataSpec, encoder: str, tasks: List[str]) -> TransActTrain:
+def build_model(config: TrainConfig, spec: ModelSpec, encoder: str, tasks: List[str]) -> TransActTrain:
     """The unsharded model (shard it with :func:`torchrec_transact.sharding.shard_model`)."""
     sequence_config = TransActConfig(
         num_action_types=spec.num_action_types,
@@ -496,10 +507,16 @@ def run(
     evaluation = list(_select_tasks(iter(spec.evaluation(rank, world)), columns))
     pipeline = TrainPipelineSparseDist(dmp, optimizer, device) if use_pipeline else None
 
+    # What serving needs to rebuild this model from the checkpoint alone.
+    model_json = {
+        "config": dataclasses.asdict(config), "spec": dataclasses.asdict(spec.model_spec()),
+        "encoder": encoder, "tasks": tasks,
+    }
+
     def checkpoint(step: int) -> None:
         save_checkpoint(
             checkpoints, step, {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()},
-            {"rng": torch.get_rng_state()},
+            {"rng": torch.get_rng_state()}, files={MODEL_JSON: json.dumps(model_json, indent=1)},
         )
 
     def evaluate_now() -> Dict[str, float]:

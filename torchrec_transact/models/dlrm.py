@@ -140,6 +140,10 @@ class TransActDLRM(nn.Module):
     def tasks(self) -> List[str]:
         return self.heads.tasks
 
+    @property
+    def sparse_feature_names(self) -> List[str]:
+        return self.sparse_arch.sparse_feature_names
+
     def forward(
         self,
         dense_features: torch.Tensor,
@@ -162,10 +166,36 @@ class TransActDLRM(nn.Module):
             self.dense_in_features,
             self.sparse_arch.sparse_feature_names,
         )
+        return self.rank(
+            dense_features,
+            self.sparse_arch(sparse_features).flatten(1),
+            self.sequence_encoder(sequence_features),
+        )
+
+    def rank(
+        self,
+        dense_features: torch.Tensor,
+        sparse_embeddings: torch.Tensor,
+        sequence_output: torch.Tensor,
+    ) -> torch.Tensor:
+        """The model after its lookups and its sequence encoder (serving calls it with
+        embeddings it looked up itself).
+
+        Args:
+            dense_features (torch.Tensor): [B, dense_in_features].
+            sparse_embeddings (torch.Tensor): [B, F * D], pooled embeddings in
+                ``sparse_feature_names`` order.
+            sequence_output (torch.Tensor): [B, sequence_encoder.output_dim].
+
+        Returns:
+            torch.Tensor: logits [B, len(tasks)].
+        """
         embedded_dense = self.dense_arch(dense_features)
-        embedded_sparse = self.sparse_arch(sparse_features)
+        embedded_sparse = sparse_embeddings.view(
+            sparse_embeddings.shape[0], -1, embedded_dense.shape[1]
+        )
         if self.sequence_rows is not None:
-            rows = self.sequence_rows(self.sequence_encoder(sequence_features))
+            rows = self.sequence_rows(sequence_output)
             embedded_sparse = torch.cat([embedded_sparse, rows], dim=1)
         interactions = self.inter_arch(embedded_dense, embedded_sparse)
         return self.heads(self.over_arch(interactions))

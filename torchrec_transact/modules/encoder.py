@@ -104,8 +104,18 @@ class TransformerEncoderLayer(nn.Module):
         # backward). The softmax scale is folded into the (tiny) q weight.
         scale = head_dim**-0.5
         w_q, w_kv = self.in_proj_weight.split([d, 2 * d])
-        b_q, b_kv = self.in_proj_bias.split([d, 2 * d])
-        qkv = F.linear(x, torch.cat([w_q * scale, w_kv]), torch.cat([b_q * scale, b_kv]))
+        b_q, b_k, b_v = self.in_proj_bias.split(d)
+        out_bias = self.out_proj.bias
+        if self.training:
+            qkv = F.linear(x, torch.cat([w_q * scale, w_kv]), torch.cat([b_q * scale, b_k, b_v]))
+        else:
+            # The key bias adds the same q . b_k to every score of a query (softmax ignores
+            # it) and the value bias passes through attention unchanged (weights sum to
+            # one): only the query bias is added per token, the value bias joins the output
+            # projection's. Saves writing a [tokens, 3d] bias before the matmul.
+            qkv = torch.matmul(x, torch.cat([w_q * scale, w_kv]).t())
+            qkv.narrow(-1, 0, d).add_(b_q * scale)
+            out_bias = out_bias + F.linear(b_v, self.out_proj.weight)
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # [b, n, d] -> [b * h, n, head_dim]
             if h == 1:
@@ -136,7 +146,7 @@ class TransformerEncoderLayer(nn.Module):
                 scale=1.0,
             )
         out = out.view(b, h, n, head_dim).transpose(1, 2).reshape(b, n, d)
-        return self.out_proj(out)
+        return F.linear(out, self.out_proj.weight, out_bias)
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = fast_dropout(F.relu(self.linear1(x)), self.dropout_p, self.training)
