@@ -30,9 +30,9 @@ quickstart: install
 test: install
 	$(PY) -m pytest -q tests
 
+# Every benchmark (~15 min here): benchmarks/results.json and benchmarks/results.md.
 bench: install
-	$(PY) benchmarks/transact_bench.py
-	$(PY) benchmarks/data_bench.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -393,7 +393,7 @@ def main() -> None:
             import transact_bench
 
             results[section] = (
-                transact_bench.run(batch_size=64, repeats=2, warmup=1) if args.quick else transact_bench.run()
+                transact_bench.run(batch_size=64, repeats=2, warmup=1) if args.quick else transact_bench.run(repeats=15)
             )
         elif section == "sequence_length":
             results[section] = sequence_length(args.quick)

@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -38,7 +39,7 @@ from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.metrics import auc_ne_module, HitAtK, model_outputs
 from torchrec_transact.models import TransActDCN, TransActDLRM, TransActTrain
 from torchrec_transact.modules.baselines import build_sequence_encoder, SEQUENCE_ENCODERS
-from torchrec_transact.modules.sequence import TransActConfig
+from torchrec_transact.modules.sequence import EARLY_FUSION_MODES, TransActConfig
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
 
 DATA_SOURCES = ("synthetic", "criteo", "movielens", "taobao")
@@ -73,6 +74,10 @@ class TrainConfig:
     max_seq_len: int = 100
     latest_k: int = 10
     time_window_s: float = 86400.0
+    action_embedding_dim: int = 32  # 0: no action embedding (an ablation)
+    early_fusion: str = "concat"  # concat | append | none
+    max_pool: bool = True
+    dcn_low_rank_dim: Optional[int] = None  # None: full-rank DCN-V2 cross layers
     pipeline: str = "auto"  # auto | sparse_dist | plain
     output_dir: str = "outputs/run"
     checkpoint_interval: int = 0  # 0: only at the end
@@ -87,7 +92,6 @@ class TrainConfig:
 
 def config_from_args(argv: Optional[List[str]] = None) -> TrainConfig:
     """Flags override a ``--config`` JSON file, which overrides the defaults."""
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="transact-train", description="Train a TransAct ranking model."
     )
@@ -98,9 +102,9 @@ def config_from_args(argv: Optional[List[str]] = None) -> TrainConfig:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif f.name == "tasks":
             parser.add_argument(flag, nargs="+", default=None)
-        else:  # int, float or str, as the default is (optional fields: str)
-            default = getattr(defaults, f.name)
-            parser.add_argument(flag, type=str if default is None else type(default), default=None)
+        else:  # int, float or str, as annotated (Optional[X]: X)
+            kind = next((a for a in typing.get_args(f.type) if a is not type(None)), f.type)
+            parser.add_argument(flag, type=kind, default=None)
     args = parser.parse_args(argv)
     values: Dict[str, Any] = {}
     if args.config:
@@ -128,6 +132,13 @@ def validate(config: TrainConfig, data_tasks: Optional[List[str]] = None) -> Non
             raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be > 0")
     if config.eval_interval < 0 or config.checkpoint_interval < 0:
         raise ValueError("--eval-interval and --checkpoint-interval must be >= 0")
+    if config.early_fusion not in EARLY_FUSION_MODES:
+        raise ValueError(f"--early-fusion {config.early_fusion!r}: expected one of {list(EARLY_FUSION_MODES)}")
+    if config.action_embedding_dim < 0 or config.latest_k < 0 or (config.latest_k == 0 and not config.max_pool):
+        raise ValueError(
+            f"--action-embedding-dim {config.action_embedding_dim} and --latest-k {config.latest_k} must be "
+            ">= 0, and the sequence output needs --latest-k > 0 or --max-pool"
+        )
     if config.pipeline not in ("auto", "sparse_dist", "plain"):
         raise ValueError(f"--pipeline {config.pipeline!r}: expected auto, sparse_dist or plain")
     if config.embedding_optimizer is not None and config.embedding_optimizer not in EMBEDDING_OPTIMIZERS:
@@ -297,6 +308,9 @@ def build_model(config: TrainConfig, spec: ModelSpec, encoder: str, tasks: List[
         max_seq_len=config.max_seq_len,
         latest_k=config.latest_k,
         time_window_s=config.time_window_s,
+        action_embedding_dim=config.action_embedding_dim,
+        early_fusion=config.early_fusion,
+        max_pool=config.max_pool,
     )
     sequence = build_sequence_encoder(encoder, sequence_config)
     ebc = EmbeddingBagCollection(
@@ -311,7 +325,7 @@ def build_model(config: TrainConfig, spec: ModelSpec, encoder: str, tasks: List[
     if config.model == "dcn":
         model: nn.Module = TransActDCN(
             ebc, sequence, spec.dense_in_features, [64], [256, 128], dcn_num_layers=3,
-            user_embedding_dim=spec.user_embedding_dim, tasks=tasks,
+            dcn_low_rank_dim=config.dcn_low_rank_dim, user_embedding_dim=spec.user_embedding_dim, tasks=tasks,
         )
     else:
         model = TransActDLRM(
