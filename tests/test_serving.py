@@ -1,6 +1,5 @@
 """Serving: user-side dedup, one packed copy, buckets, export, bad requests, checkpoints."""
 
-import os
 import subprocess
 import sys
 from typing import List, Tuple

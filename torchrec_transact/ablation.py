@@ -275,7 +275,7 @@ def chart(path: str, data: str, variants: Sequence[Variant], summary: Dict[str, 
     b = budget(data, False)
     shown = [v for v in variants if v.name in summary]
     metrics = [f"hit@3-{b.positive_task}"] + ([f"hit@3-{b.negative_task}"] if b.negative_task else [])
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 0.45 * len(shown) + 1.6))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.45 * len(shown) + 1.6))
     axes = [axes] if len(metrics) == 1 else list(axes)
     for axis, metric in zip(axes, metrics):
         means = [summary[v.name][metric]["mean"] for v in shown]
@@ -284,7 +284,7 @@ def chart(path: str, data: str, variants: Sequence[Variant], summary: Dict[str, 
         axis.barh([v.description for v in shown], means, xerr=stds, color=colours, capsize=3)
         axis.invert_yaxis()
         better = "lower is better" if metric.endswith(str(b.negative_task)) else "higher is better"
-        axis.set_title(f"{metric} on {data} ({better})")
+        axis.set_title(f"{metric}, {data} ({better})", fontsize=10)
         lo = min(m - s for m, s in zip(means, stds))
         hi = max(m + s for m, s in zip(means, stds))
         axis.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.1 * (hi - lo + 1e-9))

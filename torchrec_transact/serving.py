@@ -375,7 +375,9 @@ class Predictor:
         model (nn.Module): a ``TransActDCN`` or ``TransActDLRM``, unsharded.
         config (ServingConfig): device, precision, buckets.
 
-    ``Predictor.from_checkpoint("outputs/main")`` loads what ``transact-train`` saved.
+    ``Predictor.from_checkpoint("outputs/main")`` loads what ``transact-train`` saved. The
+    model's categorical tables become views of the fused lookup's matrices (one copy of the
+    weights, frozen): serve a copy of a model you still train.
 
     Example::
 
@@ -675,7 +677,7 @@ class Predictor:
         self, prepared: PreparedRequest, num_candidates: int, length: int
     ) -> List[Optional[torch.Tensor]]:
         """The scorer's arguments on the host, padded to (num_candidates, length)."""
-        n, real_length = prepared.num_candidates, prepared.item_ids.shape[0]
+        real_length = prepared.item_ids.shape[0]
 
         def pad(t: torch.Tensor, size: int) -> torch.Tensor:
             if t.shape[0] == size:

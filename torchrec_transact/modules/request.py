@@ -52,7 +52,6 @@ def _first_layer_shared(
         torch.Tensor: [N, L, d], the layer's output for every (candidate, token).
     """
     length, d = user.shape
-    num_candidates = candidate.shape[0]
     h = layer.num_heads
     head_dim = d // h
     scale = head_dim**-0.5
