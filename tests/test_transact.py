@@ -463,3 +463,15 @@ def test_integer_ages_are_accepted() -> None:
         weights=torch.tensor([10, 500, 10, 500, 0]),
     )
     assert torch.isfinite(transact(kjt)).all()
+
+
+def test_a_batch_emptied_by_the_window_still_gives_every_parameter_a_gradient() -> None:
+    """DDP (inside DistributedModelParallel) fails a step in which one of its parameters
+    gets no gradient; the training window can empty a whole batch (it did on MovieLens)."""
+    g = torch.Generator().manual_seed(4)
+    examples = [random_example(g, 3), random_example(g, 0)]
+    leaked = [(a, i, [-t for t in ages], c) for a, i, ages, c in examples]  # all in the future
+    transact = make_transact(positional_encoding=True).train()
+    transact(kjt_from_examples(leaked)).sum().backward()
+    for name, p in transact.sequence_arch.named_parameters():
+        assert p.grad is not None and torch.equal(p.grad, torch.zeros_like(p.grad)), name

@@ -156,8 +156,11 @@ class TransActSequenceArch(nn.Module):
         ]
         out = tokens.new_zeros(lengths.numel(), self.config.output_dim, dtype=torch.float32)
         if not compressed:
-            # Nothing left to encode; stay on the autograd graph so backward still runs.
-            return out + tokens.sum() * 0.0
+            # Nothing left to encode (the training window can empty a whole batch). Stay on
+            # the autograd graph and give every parameter a (zero) gradient: DDP, under
+            # DistributedModelParallel, fails a step in which its parameters get none.
+            untouched = [p.sum() for p in self.parameters() if p.requires_grad]
+            return out + (tokens.sum() + sum(untouched)) * 0.0
         return out.index_copy(0, buckets.order, torch.cat(compressed).float())
 
     def _compress(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
