@@ -129,14 +129,12 @@ def recent_category_share(run_dir: str, num_categories: int, top: int = 3) -> fl
     task, as HIT@K ranks) whose category is that of the user's most recent action;
     requests with no action are left out. Synthetic data (category = item %
     ``num_categories``); the model and its config come from the run's checkpoint."""
-    from torchrec_transact.checkpoint import latest_checkpoint
     from torchrec_transact.models import TransActTrain
-    from torchrec_transact.serving import Predictor
+    from torchrec_transact.serving import load_trained_model
 
-    checkpoint = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    with open(os.path.join(checkpoint, train.MODEL_JSON)) as f:
-        config = train.TrainConfig(**json.load(f)["config"])
-    model = TransActTrain(Predictor.from_checkpoint(checkpoint).model)
+    trained, info = load_trained_model(run_dir)
+    config = train.TrainConfig(**info["config"])
+    model = TransActTrain(trained.eval())
     shares: List[float] = []
     with torch.no_grad():
         for batch in train.data_spec(config).evaluation(0, 1):
@@ -252,7 +250,7 @@ def verdict(summary: Dict[str, Dict[str, Dict[str, float]]], positive: str, nega
         if name == "transact" or name not in summary:
             continue
         for metric, higher in ((f"hit@3-{positive}", True), (f"hit@3-{negative}", False)):
-            if negative is None and not higher or metric not in ours:
+            if (negative is None and not higher) or metric not in ours:
                 continue
             a, b = ours[metric], summary[name][metric]
             gap = (a["mean"] - b["mean"]) * (1 if higher else -1)

@@ -319,6 +319,46 @@ def unpack(buffer: torch.Tensor, layout: Sequence[Tuple[torch.dtype, torch.Size,
 # --------------------------------------------------------------------- the predictor
 
 
+def load_trained_model(path: str) -> Tuple[nn.Module, Dict[str, object]]:
+    """The unsharded model of a ``transact-train`` checkpoint, and its ``model.json``.
+
+    Args:
+        path (str): a checkpoint (``.../checkpoints/step_N``), a run's ``checkpoints``
+            directory or the run's output directory (the latest checkpoint of either).
+
+    Returns:
+        Tuple[nn.Module, Dict[str, object]]: the ranking model (``TransActDCN`` /
+        ``TransActDLRM``) and the description it was rebuilt from (``config``, ``spec``,
+        ``encoder``, ``tasks``).
+    """
+    from torchrec_transact.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+    from torchrec_transact.train import build_model, ModelSpec, MODEL_JSON, TrainConfig
+
+    if not os.path.exists(os.path.join(path, ".metadata")):
+        for directory in (os.path.join(path, "checkpoints"), path):
+            found = latest_checkpoint(directory) if os.path.isdir(directory) else None
+            if found is not None:
+                path = found
+                break
+        else:
+            raise CheckpointError(f"{path}: no checkpoint there (no .metadata, no latest)")
+    description = os.path.join(path, MODEL_JSON)
+    if not os.path.exists(description):
+        raise CheckpointError(
+            f"{description} is missing: the checkpoint predates model descriptions; "
+            "build the model yourself and use Predictor(model)"
+        )
+    with open(description) as f:
+        info = json.load(f)
+    train_model = build_model(
+        TrainConfig(**info["config"]), ModelSpec(**info["spec"]), info["encoder"], info["tasks"]
+    )
+    state = {"model": train_model.state_dict()}
+    load_checkpoint(path, state)
+    train_model.load_state_dict(state["model"])
+    return train_model.model, info
+
+
 @dataclass
 class ServingConfig:
     """How a :class:`Predictor` runs.
@@ -425,9 +465,10 @@ class Predictor:
             if supports_request_scoring(model)
             else None
         )
-        lookup = FusedEmbeddingLookup(_ranking_ebc(model)) if self.scorer is None else self.scorer.sparse_lookup
-        self.sparse_feature_names = list(lookup.feature_names)
-        self.sparse_sizes = dict(zip(lookup.feature_names, lookup.num_embeddings))
+        # Feature order of the collection: what the model's rank() and the fused lookup use.
+        configs = _ranking_ebc(model).embedding_bag_configs()
+        self.sparse_feature_names = [n for c in configs for n in c.feature_names]
+        self.sparse_sizes = {n: c.num_embeddings for c in configs for n in c.feature_names}
         pad = self.config.pad_to_buckets
         self.pad_to_buckets = self.device.type == "cuda" if pad is None else pad
         size = self.config.max_candidates_per_batch
@@ -441,39 +482,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Optional[ServingConfig] = None) -> "Predictor":
-        """Loads the model a ``transact-train`` run saved.
+        """Loads the model a ``transact-train`` run saved (see :func:`load_trained_model`).
 
         Args:
             path (str): a checkpoint (``.../checkpoints/step_N``), a run's ``checkpoints``
                 directory or the run's output directory (the latest checkpoint of either).
             config (Optional[ServingConfig]): how to serve.
         """
-        from torchrec_transact.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-        from torchrec_transact.train import build_model, ModelSpec, MODEL_JSON, TrainConfig
-
-        if not os.path.exists(os.path.join(path, ".metadata")):
-            for directory in (os.path.join(path, "checkpoints"), path):
-                found = latest_checkpoint(directory) if os.path.isdir(directory) else None
-                if found is not None:
-                    path = found
-                    break
-            else:
-                raise CheckpointError(f"{path}: no checkpoint there (no .metadata, no latest)")
-        description = os.path.join(path, MODEL_JSON)
-        if not os.path.exists(description):
-            raise CheckpointError(
-                f"{description} is missing: the checkpoint predates model descriptions; "
-                "build the model yourself and use Predictor(model)"
-            )
-        with open(description) as f:
-            info = json.load(f)
-        train_model = build_model(
-            TrainConfig(**info["config"]), ModelSpec(**info["spec"]), info["encoder"], info["tasks"]
-        )
-        state = {"model": train_model.state_dict()}
-        load_checkpoint(path, state)
-        train_model.load_state_dict(state["model"])
-        return cls(train_model.model, config)
+        model, _ = load_trained_model(path)
+        return cls(model, config)
 
     # ------------------------------------------------------------------ requests
 
@@ -599,22 +616,19 @@ class Predictor:
             probabilities = self._score_model(prepared)
         else:
             probabilities = self.score_prepared(prepared).cpu()
-        return ScoringResult(
-            self.tasks,
-            probabilities,
-            int(prepared.item_ids.shape[0]),
-            prepared.dropped_events,
-            prepared.repaired_dense,
-        )
+        return self._result(prepared, probabilities)
 
     def score_naive(self, request: ScoringRequest) -> ScoringResult:
         """The same scores through the model's own batched forward: the processor repeats
         the sequence once per candidate and the model looks it up and encodes it N times
         (the path that serving without dedup takes; the reference for tests)."""
         prepared = self.prepare(request)
+        return self._result(prepared, self._score_model(prepared))
+
+    def _result(self, prepared: PreparedRequest, probabilities: torch.Tensor) -> ScoringResult:
         return ScoringResult(
             self.tasks,
-            self._score_model(prepared),
+            probabilities,
             int(prepared.item_ids.shape[0]),
             prepared.dropped_events,
             prepared.repaired_dense,
