@@ -30,7 +30,7 @@ quickstart: install
 test: install
 	$(PY) -m pytest -q tests
 
-# Every benchmark (~15 min here): benchmarks/results.json and benchmarks/results.md.
+# Every benchmark (10.5 min in the last run here): benchmarks/results.json and benchmarks/results.md.
 bench: install
 	$(PY) benchmarks/run_all.py
 

@@ -22,7 +22,7 @@ Sections (``--only`` picks some):
   candidate) against the request scorer with user-side dedup, float32 and bfloat16; on
   CUDA also eager against CUDA graphs.
 
-    python benchmarks/run_all.py                 # everything, ~12 min on 2 cores
+    python benchmarks/run_all.py                 # everything, 10.5 min on 2 cores
     python benchmarks/run_all.py --quick         # small sizes: checks the suite runs
     python benchmarks/run_all.py --only serving,sequence_length
 """

@@ -5,7 +5,7 @@ parts, each trained with the same budget through the training entry point, sever
     python -m torchrec_transact.ablation --data synthetic --seeds 3
     python -m torchrec_transact.ablation --data movielens --data-path ml-100k.inter
     python -m torchrec_transact.ablation --data criteo --data-path train.tsv
-    python -m torchrec_transact.ablation --quick        # avg_pool against transact, ~2 min
+    python -m torchrec_transact.ablation --quick        # avg_pool against transact, ~1 min
 
 Variants (``--variants`` picks some): every sequence encoder of the registry (``none``,
 ``avg_pool``, ``cnn``, ``rnn``, ``lstm``, ``vanilla_transformer``, ``bst``, ``transact``)
@@ -69,7 +69,7 @@ PARTS: Tuple[Variant, ...] = (
     Variant("no_time_window", ("--time-window-s", "0"), "TransAct, no time-window mask"),
     Variant("k1", ("--latest-k", "1"), "TransAct, K = 1 + max pool"),
     # Every output token is 100 x 96 features: a full-rank cross net over them would hold
-    # 3 x 9.7k^2 weights (3.4 GB with Adam's state, seconds per step here), so this pair
+    # 3 x 9.7k^2 weights (3.4 GB with Adam's state, by arithmetic), so this pair
     # compares compression on a low-rank (128) cross net.
     Variant("low_rank_dcn", ("--dcn-low-rank-dim", "128"), "TransAct, low-rank (128) DCN"),
     Variant(
