@@ -7,7 +7,7 @@ VENV := .venv
 export TRANSACT_DATA_DIR ?= $(abspath ../shared/data)
 PY := $(VENV)/bin/python
 
-.PHONY: run quickstart test bench install clean
+.PHONY: run quickstart test bench ablation install clean
 
 $(VENV)/.installed: requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install
 # Every benchmark (10.5 min in the last run here): benchmarks/results.json and benchmarks/results.md.
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# The paper's offline comparison on synthetic data, MovieLens and Criteo (README tables and
+# charts): outputs/ablation/<data>/ablation.{md,json,png}.
+ablation: install
+	$(PY) -m torchrec_transact.ablation --data all --output-dir outputs/ablation
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,7 +3,9 @@
 import json
 import os
 
-from torchrec_transact.ablation import ENCODERS, main, markdown, summarise, verdict
+import pytest
+
+from torchrec_transact.ablation import budget, CRITEO, ENCODERS, main, markdown, summarise, verdict
 
 
 def test_quick_ablation_transact_beats_average_pooling(tmp_path) -> None:
@@ -33,6 +35,28 @@ def test_report_gives_spread_and_change_against_average_pooling() -> None:
     setup = {"quick": False, "seeds": 2, "machine": "test", "minutes": 0.0, "command": "x"}
     report = markdown("synthetic", [v for v in ENCODERS if v.name in runs], summary, setup)
     assert "| TransAct | 1.300 ± 0.141 (+30.0%) | 0.100 ± 0.000 (-50.0%) |" in report
-    lines = verdict(summary, "save", "hide", ["avg_pool", "transact"])
+    assert "Lower is better for hit@3-hide." in report
+    lines = verdict(summary, budget("synthetic", False).metrics[:2], [("transact", "avg_pool")])
     assert lines[0].startswith("transact vs avg_pool on hit@3-save: better, beyond the spread")
     assert lines[1].startswith("transact vs avg_pool on hit@3-hide: better, beyond the spread")
+    # Within the spread, and worse: one seed of 1.4 does not make 1.3 ± 0.14 beat 1.2 ± 0.1.
+    close = summarise({"a": [{"m": 1.2}, {"m": 1.4}], "b": [{"m": 1.1}, {"m": 1.3}]})
+    assert "better, within the spread" in verdict(close, [("m", True)], [("a", "b")])[0]
+    assert "not better" in verdict(close, [("m", False)], [("a", "b")])[0]
+
+
+def test_criteo_report_leaves_out_hit_at_3_with_one_candidate_per_request() -> None:
+    """Criteo requests hold one candidate, so HIT@3 would only restate its label."""
+    metrics = [m for m, _ in budget("criteo", False).metrics]
+    assert metrics == ["auc-click", "ne-click"]
+    runs = {v.name: [{"auc-click": 0.7, "ne-click": 0.9, "hit@3-click": 0.2}] * 2 for v in CRITEO}
+    setup = {"quick": False, "seeds": 2, "machine": "test", "minutes": 0.0, "command": "x"}
+    report = markdown("criteo", list(CRITEO), summarise(runs), setup)
+    assert "hit@3" not in report.lower() and "| DLRM + TransAct | 0.700 ± 0.000 | 0.900 ± 0.000 |" in report
+
+
+def test_unknown_variant_and_missing_sample_are_command_line_errors(tmp_path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--variants", "transact,nope", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--data", "criteo", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path)])

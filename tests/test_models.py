@@ -80,6 +80,42 @@ def test_forward_backward_every_encoder(kind: str, encoder: str) -> None:
         assert any(g.abs().sum() > 0 for g in seq_grads)
 
 
+
+SEQUENCE_ONLY = sorted(set(SEQUENCE_ENCODERS) - {"none"})
+
+
+@pytest.mark.parametrize("encoder", SEQUENCE_ONLY)
+def test_every_encoder_trains_under_the_same_time_window(encoder: str) -> None:
+    """The window is a training-time mask on the input, shared by every encoder (so an
+    encoder comparison changes only the encoder): in training, actions newer than the
+    window are gone, exactly as if they had never been logged; evaluation sees them."""
+    g = torch.Generator().manual_seed(2)
+    # Ages: 0 s for every action but the oldest, which is older than any window draw.
+    examples = [
+        (a, i, [0.0] * (n - 1) + [1e6], c)
+        for n, (a, i, _, c) in ((n, random_example(g, n)) for n in (4, 7, 1))
+    ]
+    only_oldest = kjt_from_examples([([a[-1]], [i[-1]], [1e6], c) for a, i, _, c in examples])
+    torch.manual_seed(0)
+    sequence = build_sequence_encoder(encoder, small_config(dropout=0.0, time_window_s=100.0))
+    with torch.no_grad():
+        train_out = sequence.train()(kjt_from_examples(examples))
+        assert_close(train_out, sequence(only_oldest))
+        assert not torch.allclose(sequence.eval()(kjt_from_examples(examples)), train_out)
+
+
+@pytest.mark.parametrize("encoder", SEQUENCE_ONLY)
+def test_a_batch_emptied_by_the_window_gives_every_encoder_parameter_a_gradient(encoder: str) -> None:
+    """DDP (inside DistributedModelParallel) fails a step in which a parameter gets no
+    gradient, and the training window can empty a whole batch."""
+    g = torch.Generator().manual_seed(3)
+    recent = [(a, i, [1.0] * len(a), c) for a, i, _, c in (random_example(g, n) for n in (3, 5))]
+    sequence = build_sequence_encoder(encoder, small_config(time_window_s=1e9)).train()
+    sequence(kjt_from_examples(recent)).sum().backward()
+    for name, p in sequence.named_parameters():
+        assert p.grad is not None, name
+
+
 def test_dlrm_sequence_tokens_become_interaction_rows() -> None:
     model = _model("dlrm", "transact")
     # 2 categorical features + (latest_k = 3 + max pool) TransAct rows.

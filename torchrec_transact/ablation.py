@@ -2,10 +2,16 @@
 """The paper's offline comparison, on any data source: sequence encoders and TransAct's
 parts, each trained with the same budget through the training entry point, several seeds.
 
+    python -m torchrec_transact.ablation --data all     # every dataset, ~25 min on 2 cores
     python -m torchrec_transact.ablation --data synthetic --seeds 3
     python -m torchrec_transact.ablation --data movielens --data-path ml-100k.inter
     python -m torchrec_transact.ablation --data criteo --data-path train.tsv
     python -m torchrec_transact.ablation --quick        # avg_pool against transact, ~1 min
+    python -m torchrec_transact.ablation --variants transact,bst -- --steps 400 --dense-lr 5e-4
+
+Flags after ``--`` go to every training run, after the dataset's budget, so they override
+it. MovieLens and Criteo are read from ``--data-dir`` (default ``$TRANSACT_DATA_DIR``)
+when ``--data-path`` is not given.
 
 Variants (``--variants`` picks some): every sequence encoder of the registry (``none``,
 ``avg_pool``, ``cnn``, ``rnn``, ``lstm``, ``vanilla_transformer``, ``bst``, ``transact``)
@@ -13,28 +19,36 @@ and TransAct without one of its parts: ``no_action_embedding``, ``append_fusion`
 candidate as a token instead of concatenated to every token), ``no_time_window``, ``k1``
 (one latest token + max pool), ``no_compression`` (every output token, no max pool), and
 ``seq_len_25`` / ``seq_len_50`` (against 100). On Criteo the variants are DLRM and DCN
-with and without TransAct.
+with and without TransAct. Every sequence encoder trains under the same random time
+window (it is a mask on the input, not part of an encoder), so the encoder rows differ in
+the encoder only; ``no_time_window`` shows what the window costs and what it buys.
 
-Writes to ``--output-dir``: ``ablation.json`` (every run's metrics), ``ablation.md`` (mean
-and standard deviation over seeds of HIT@3 on the positive task (``save``) and on ``hide``,
-AUC, and the change relative to average pooling, as the paper reports it) and
+Writes to ``--output-dir`` (``--data all``: one folder per dataset and a combined
+``ablation.md``): ``ablation.json`` (every run's metrics), ``ablation.md`` (mean and
+standard deviation over seeds of HIT@3 on the positive task (``save``) and on ``hide``,
+AUC, and the change relative to average pooling, as the paper reports it; on Criteo, whose
+requests hold one candidate each, AUC and normalised entropy instead of HIT@3) and
 ``ablation.png`` (the encoder comparison). On synthetic data it also measures the "rabbit
 hole": the share of each request's top 3 that comes from the category of the user's most
-recent action, with and without the time-window mask.
+recent action, with and without the time-window mask. Runs train ``--workers`` at a time,
+each process on its share of the cores.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import as_completed, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -88,29 +102,52 @@ CRITEO: Tuple[Variant, ...] = (
 BASELINE = "avg_pool"
 
 
-@dataclass
+DATASETS = ("synthetic", "movielens", "criteo")
+# Where --data-dir holds each real sample (the layout of ../shared/data).
+SAMPLE_PATHS = {"movielens": "movielens_100k/ml-100k.inter", "criteo": "criteo_tiny/train.tsv"}
+
+
+@dataclass(frozen=True)
 class Budget:
-    """What every variant of one dataset trains with."""
+    """What every variant of one dataset trains with, and what the report shows.
+
+    Args:
+        flags (Tuple[str, ...]): training flags of every run.
+        metrics (Tuple[Tuple[str, bool], ...]): (metric, higher is better) columns of the
+            table; the first two are charted and judged against the baselines.
+    """
 
     flags: Tuple[str, ...]
-    positive_task: str
-    negative_task: Optional[str]
+    metrics: Tuple[Tuple[str, bool], ...]
+
+
+# HIT@3 on the positive head (higher is better) and on hide (lower), then AUC.
+_HIT_METRICS = (("hit@3-save", True), ("hit@3-hide", False), ("auc-save", True), ("auc-hide", True))
 
 
 def budget(data: str, quick: bool) -> Budget:
-    """The training budget of a dataset (chosen so that the full ablation of every
-    dataset runs in under 30 minutes on 2 CPU cores)."""
+    """The training budget of a dataset, chosen so that the full ablation of every
+    dataset (``--data all``) runs in under 30 minutes on 2 CPU cores. Evaluation sets are
+    large because HIT@3 on hide counts rare events: its spread over seeds is mostly
+    evaluation noise when a run sees a few hundred requests."""
     if data == "synthetic":
-        steps, batch = (100, 200) if quick else (150, 200)
-        flags = ("--steps", str(steps), "--batch-size", str(batch), "--eval-batches", "10")
-        return Budget(flags, "save", "hide")
+        steps, eval_batches = (100, 40) if quick else (200, 100)
+        flags = ("--steps", str(steps), "--batch-size", "200", "--eval-batches", str(eval_batches))
+        return Budget(flags, _HIT_METRICS)
     if data == "movielens":
-        flags = ("--steps", "40" if quick else "120", "--batch-size", "200", "--eval-batches", "20")
-        return Budget(flags, "save", "hide")
+        # 200 steps: half an epoch of the 80k training examples; 100 batches: every
+        # evaluation request (19.7k examples).
+        flags = ("--steps", "40" if quick else "200", "--batch-size", "200", "--eval-batches", "100")
+        return Budget(flags, _HIT_METRICS)
     if data == "criteo":
-        flags = ("--steps", "20" if quick else "60", "--batch-size", "100", "--eval-batches", "2")
-        return Budget(flags, "click", None)
-    raise ValueError(f"--data {data!r}: expected synthetic, movielens or criteo")
+        # One candidate per request: HIT@3 would count that candidate's label, so the
+        # report gives AUC and normalised entropy instead.
+        # One epoch of the sample's 1,800 training rows (the DLRM practice: a second
+        # pass over Criteo overfits; 60 steps here gave train loss 0.28, eval loss 1.66).
+        # For a larger file pass `-- --steps N`.
+        flags = ("--steps", "10" if quick else "18", "--batch-size", "100", "--eval-batches", "2")
+        return Budget(flags, (("auc-click", True), ("ne-click", False)))
+    raise ValueError(f"--data {data!r}: expected one of {DATASETS}")
 
 
 def default_variants(data: str, quick: bool) -> List[Variant]:
@@ -118,7 +155,16 @@ def default_variants(data: str, quick: bool) -> List[Variant]:
         return list(CRITEO)
     if quick:
         return [v for v in ENCODERS if v.name in (BASELINE, "transact")]
-    return list(ENCODERS) + (list(PARTS) if data == "synthetic" else [])
+    if data == "synthetic":
+        return list(ENCODERS) + list(PARTS)
+    return list(ENCODERS) + [v for v in PARTS if v.name == "no_time_window"]
+
+
+def comparisons(data: str) -> List[Tuple[str, str]]:
+    """(ours, other) pairs the verdict judges."""
+    if data == "criteo":
+        return [("dlrm_transact", "dlrm_none"), ("dcn_transact", "dcn_none")]
+    return [("transact", v.name) for v in ENCODERS if v.name != "transact"]
 
 
 # ----------------------------------------------------------------- the rabbit hole
@@ -161,12 +207,20 @@ def recent_category_share(run_dir: str, num_categories: int, top: int = 3) -> fl
 
 
 def run_variant(
-    data: str, data_path: Optional[str], variant: Variant, seed: int, quick: bool, run_dir: str
+    data: str,
+    data_path: Optional[str],
+    variant: Variant,
+    seed: int,
+    quick: bool,
+    run_dir: str,
+    train_flags: Sequence[str] = (),
 ) -> Dict[str, float]:
     """Trains one variant with one seed through the training entry point; its final
-    evaluation metrics (plus the rabbit-hole share on synthetic data)."""
+    evaluation metrics (plus the rabbit-hole share on synthetic data). ``train_flags``
+    come last, so they override the budget and the variant's flags."""
     argv = ["--data", data, *budget(data, quick).flags, *variant.flags, "--seed", str(seed),
-            "--eval-interval", "0", "--log-interval", "1000000", "--output-dir", run_dir]
+            "--eval-interval", "0", "--log-interval", "1000000", "--output-dir", run_dir,
+            *train_flags]
     if data_path:
         argv += ["--data-path", data_path]
     with contextlib.redirect_stdout(io.StringIO()):  # the per-run table; the summary says it all
@@ -177,6 +231,49 @@ def run_variant(
 
         metrics["recent_category_top3"] = recent_category_share(run_dir, SyntheticConfig().num_categories)
     return metrics
+
+
+def _run_job(data: str, data_path: Optional[str], quick: bool, output_dir: str,
+             train_flags: Tuple[str, ...], variant: Variant, seed: int) -> Dict[str, float]:
+    run_dir = os.path.join(output_dir, "runs", variant.name, f"seed{seed}")
+    return run_variant(data, data_path, variant, seed, quick, run_dir, train_flags)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(
+    jobs: Sequence[Tuple[Variant, int]],
+    run: Callable[[Variant, int], Dict[str, float]],
+    workers: int,
+) -> Dict[str, List[Dict[str, float]]]:
+    """Every (variant, seed) job, ``workers`` at a time, each process on its share of the
+    cores (small models train faster as two single-threaded processes than as one process
+    with two threads). Returns the metrics of each variant's seeds, in seed order."""
+    results: Dict[Tuple[str, int], Dict[str, float]] = {}
+
+    def done(variant: Variant, seed: int, metrics: Dict[str, float]) -> None:
+        results[(variant.name, seed)] = metrics
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("hit", "auc", "recent")))
+        print(f"[ablation] {variant.name} seed {seed}: {shown}", flush=True)
+
+    if workers <= 1:
+        for variant, seed in jobs:
+            done(variant, seed, run(variant, seed))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(threads,),
+        ) as pool:
+            futures = {pool.submit(run, variant, seed): (variant, seed) for variant, seed in jobs}
+            for future in as_completed(futures):
+                done(*futures[future], future.result())
+    runs: Dict[str, List[Dict[str, float]]] = {}
+    for variant, seed in jobs:
+        runs.setdefault(variant.name, []).append(results[(variant.name, seed)])
+    return runs
 
 
 def summarise(runs: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -211,57 +308,79 @@ def markdown(
     summary: Dict[str, Dict[str, Dict[str, float]]],
     setup: Dict[str, Any],
 ) -> str:
+    """The table: one row per variant, mean ± std over seeds and the change against
+    average pooling (where it ran)."""
     b = budget(data, setup["quick"])
     baseline = summary.get(BASELINE)
-    metrics = [f"hit@3-{b.positive_task}"] + ([f"hit@3-{b.negative_task}"] if b.negative_task else [])
-    metrics += [f"auc-{b.positive_task}"] + ([f"auc-{b.negative_task}"] if b.negative_task else [])
+    metrics = [m for m, _ in b.metrics]
+    lower = [m for m, higher in b.metrics if not higher]
     has_share = any("recent_category_top3" in v for v in summary.values())
     header = ["variant", *metrics] + (["top-3 from the last action's category"] if has_share else [])
+    ranking = (
+        " HIT@3 counts each task's positives among a request's 3 candidates ranked first by the"
+        " first task's probability." if any(m.startswith("hit@3") for m in metrics) else ""
+    )
     lines = [
         f"# Ablation on {data}: {setup['seeds']} seed(s), "
-        f"{' '.join(b.flags)} per run{' (--quick)' if setup['quick'] else ''}",
+        f"{' '.join(setup.get('flags', b.flags))} per run{' (--quick)' if setup['quick'] else ''}",
         "",
-        f"Mean ± standard deviation over seeds; in brackets the change against average pooling."
-        f" HIT@3 ranks each request's candidates by the first task's probability; for "
-        f"{b.negative_task or 'a negative task'} lower is better. {setup['machine']}, "
-        f"{setup['minutes']:.1f} minutes. Regenerate: `{setup['command']}`.",
+        "Mean ± standard deviation over seeds"
+        + ("; in brackets the change against average pooling." if baseline else ".")
+        + ranking
+        + (f" Lower is better for {', '.join(lower)}." if lower else "")
+        + f" {setup['machine']}, {setup['minutes']:.1f} minutes."
+        + f" Regenerate: `{setup['command']}`.",
         "",
         "| " + " | ".join(header) + " |",
         "| --- |" + " ---: |" * (len(header) - 1),
     ]
     for variant in variants:
         row = summary.get(variant.name, {})
-        cells = [_cell(row.get(m), baseline.get(m) if baseline and variant.name != BASELINE else None) for m in metrics]
+        reference = baseline if variant.name != BASELINE else None
+        cells = [_cell(row.get(m), reference.get(m) if reference else None) for m in metrics]
         if has_share:
             cells.append(_cell(row.get("recent_category_top3"), None))
         lines.append(f"| {variant.description} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def verdict(summary: Dict[str, Dict[str, Dict[str, float]]], positive: str, negative: Optional[str],
-            candidates: Sequence[str]) -> List[str]:
-    """Where TransAct stands against each other encoder, beyond the seed spread (the
-    difference of the means exceeds the sum of the standard deviations)."""
+def verdict(
+    summary: Dict[str, Dict[str, Dict[str, float]]],
+    metrics: Sequence[Tuple[str, bool]],
+    pairs: Sequence[Tuple[str, str]],
+) -> List[str]:
+    """For each (ours, other) pair and metric (name, higher is better): better beyond the
+    seed spread (the difference of the means exceeds the sum of the standard
+    deviations), better within it, or not better."""
     lines = []
-    if "transact" not in summary:
-        return lines
-    ours = summary["transact"]
-    for name in candidates:
-        if name == "transact" or name not in summary:
+    for ours, other in pairs:
+        if ours not in summary or other not in summary:
             continue
-        for metric, higher in ((f"hit@3-{positive}", True), (f"hit@3-{negative}", False)):
-            if (negative is None and not higher) or metric not in ours:
+        for metric, higher in metrics:
+            if metric not in summary[ours] or metric not in summary[other]:
                 continue
-            a, b = ours[metric], summary[name][metric]
+            a, b = summary[ours][metric], summary[other][metric]
             gap = (a["mean"] - b["mean"]) * (1 if higher else -1)
             spread = a["std"] + b["std"]
-            state = "better, beyond the spread" if gap > spread else "better, within the spread" if gap > 0 else "not better"
-            lines.append(f"transact vs {name} on {metric}: {state} ({a['mean']:.3f} vs {b['mean']:.3f}, spread {spread:.3f})")
+            state = (
+                "better, beyond the spread" if gap > spread
+                else "better, within the spread" if gap > 0 else "not better"
+            )
+            lines.append(
+                f"{ours} vs {other} on {metric}: {state} "
+                f"({a['mean']:.3f} vs {b['mean']:.3f}, spread {spread:.3f})"
+            )
     return lines
 
 
-def chart(path: str, data: str, variants: Sequence[Variant], summary: Dict[str, Dict[str, Dict[str, float]]]) -> bool:
-    """Bar chart of HIT@3 (positive and negative task) per encoder, with the seed spread.
+def chart(
+    path: str,
+    data: str,
+    variants: Sequence[Variant],
+    summary: Dict[str, Dict[str, Dict[str, float]]],
+    highlight: Sequence[str] = ("transact",),
+) -> bool:
+    """Bar chart of the dataset's two main metrics per variant, with the seed spread.
     Returns False when matplotlib is not installed."""
     try:
         import matplotlib
@@ -270,19 +389,17 @@ def chart(path: str, data: str, variants: Sequence[Variant], summary: Dict[str, 
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    b = budget(data, False)
     shown = [v for v in variants if v.name in summary]
-    metrics = [f"hit@3-{b.positive_task}"] + ([f"hit@3-{b.negative_task}"] if b.negative_task else [])
+    metrics = [m for m in budget(data, False).metrics[:2] if m[0] in summary[shown[0].name]]
     figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.45 * len(shown) + 1.6))
     axes = [axes] if len(metrics) == 1 else list(axes)
-    for axis, metric in zip(axes, metrics):
+    for axis, (metric, higher) in zip(axes, metrics):
         means = [summary[v.name][metric]["mean"] for v in shown]
         stds = [summary[v.name][metric]["std"] for v in shown]
-        colours = ["#c0392b" if v.name == "transact" else "#7f8c8d" for v in shown]
+        colours = ["#c0392b" if v.name in highlight else "#7f8c8d" for v in shown]
         axis.barh([v.description for v in shown], means, xerr=stds, color=colours, capsize=3)
         axis.invert_yaxis()
-        better = "lower is better" if metric.endswith(str(b.negative_task)) else "higher is better"
-        axis.set_title(f"{metric}, {data} ({better})", fontsize=10)
+        axis.set_title(f"{metric}, {data} ({'higher' if higher else 'lower'} is better)", fontsize=10)
         lo = min(m - s for m, s in zip(means, stds))
         hi = max(m + s for m, s in zip(means, stds))
         axis.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.1 * (hi - lo + 1e-9))
@@ -292,59 +409,99 @@ def chart(path: str, data: str, variants: Sequence[Variant], summary: Dict[str, 
     return True
 
 
+def _machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def run_dataset(
+    data: str,
+    data_path: Optional[str],
+    variants: Sequence[Variant],
+    seeds: int,
+    quick: bool,
+    output_dir: str,
+    workers: int,
+    train_flags: Sequence[str],
+    command: str,
+) -> Tuple[Dict[str, Any], str]:
+    """Every variant x seed of one dataset; writes ablation.json, ablation.md and
+    ablation.png to ``output_dir``. Returns the JSON result and the markdown report."""
+    os.makedirs(output_dir, exist_ok=True)
+    started = time.perf_counter()
+    run = functools.partial(_run_job, data, data_path, quick, output_dir, tuple(train_flags))
+    runs = run_all([(v, seed) for v in variants for seed in range(seeds)], run, workers)
+    summary = summarise(runs)
+    b = budget(data, quick)
+    setup = {
+        "data": data, "data_path": data_path, "seeds": seeds, "quick": quick,
+        "flags": list(b.flags) + list(train_flags), "workers": workers,
+        "minutes": (time.perf_counter() - started) / 60.0, "machine": _machine(), "command": command,
+    }
+    report = markdown(data, variants, summary, setup)
+    findings = verdict(summary, b.metrics[:2], comparisons(data))
+    if findings:
+        report += "\n" + "\n".join(f"- {line}" for line in findings) + "\n"
+    result = {"setup": setup, "variants": [dataclasses.asdict(v) for v in variants], "runs": runs, "summary": summary}
+    with open(os.path.join(output_dir, "ablation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(output_dir, "ablation.md"), "w") as f:
+        f.write(report)
+    charted = [v for v in variants if v in ENCODERS + CRITEO]
+    highlight = ("transact", "dlrm_transact", "dcn_transact")
+    chart(os.path.join(output_dir, "ablation.png"), data, charted or list(variants), summary, highlight)
+    return result, report
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Command line; returns the JSON result of the dataset (``--data all``: a dict of
+    them by dataset). Flags after ``--`` go to every training run, after the budget."""
     parser = argparse.ArgumentParser(prog="python -m torchrec_transact.ablation", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="synthetic", choices=["synthetic", "movielens", "criteo"])
-    parser.add_argument("--data-path")
+    parser.add_argument("--data", default="synthetic", choices=[*DATASETS, "all"])
+    parser.add_argument("--data-path", help="the event log or Criteo TSV (one dataset)")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("TRANSACT_DATA_DIR", os.path.join("..", "shared", "data")),
+        help="where the real samples lie when --data-path is not given: "
+        + ", ".join(f"{k}: <dir>/{v}" for k, v in SAMPLE_PATHS.items()),
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", help="comma-separated names (default: all of the dataset)")
     parser.add_argument("--quick", action="store_true", help="avg_pool against transact, a small budget")
     parser.add_argument("--output-dir", default="outputs/ablation")
-    args = parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="runs trained at once, each in its own process")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, train_flags = parser.parse_args(argv[:split]), argv[split + 1:]
     known = {v.name: v for v in ENCODERS + PARTS + CRITEO}
-    if args.variants:
-        unknown = [n for n in args.variants.split(",") if n not in known]
-        if unknown:
-            parser.error(f"--variants: unknown {unknown}; known: {sorted(known)}")
-        variants = [known[n] for n in args.variants.split(",")]
-    else:
-        variants = default_variants(args.data, args.quick)
-    if args.data != "synthetic" and not args.data_path:
-        parser.error(f"--data {args.data} needs --data-path")
-    os.makedirs(args.output_dir, exist_ok=True)
-    started = time.perf_counter()
-    runs: Dict[str, List[Dict[str, float]]] = {}
-    for variant in variants:
-        for seed in range(args.seeds):
-            run_dir = os.path.join(args.output_dir, "runs", variant.name, f"seed{seed}")
-            runs.setdefault(variant.name, []).append(
-                run_variant(args.data, args.data_path, variant, seed, args.quick, run_dir)
-            )
-            print(f"[ablation] {variant.name} seed {seed}: "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in runs[variant.name][-1].items() if k.startswith(("hit", "auc", "recent"))),
-                  flush=True)
-    summary = summarise(runs)
-    b = budget(args.data, args.quick)
-    import platform
-
-    setup = {
-        "data": args.data, "seeds": args.seeds, "quick": args.quick, "flags": list(b.flags),
-        "minutes": (time.perf_counter() - started) / 60.0,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "command": "python -m torchrec_transact.ablation " + " ".join(argv if argv is not None else sys.argv[1:]),
-    }
-    report = markdown(args.data, variants, summary, setup)
-    findings = verdict(summary, b.positive_task, b.negative_task, [v.name for v in ENCODERS])
-    if findings:
-        report += "\n" + "\n".join(f"- {line}" for line in findings) + "\n"
-    result = {"setup": setup, "variants": [dataclasses.asdict(v) for v in variants], "runs": runs, "summary": summary}
-    with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(args.output_dir, "ablation.md"), "w") as f:
-        f.write(report)
-    chart(os.path.join(args.output_dir, "ablation.png"), args.data, [v for v in variants if v in ENCODERS + CRITEO], summary)
-    print(report)
-    return result
+    chosen = args.variants.split(",") if args.variants else None
+    if chosen and any(n not in known for n in chosen):
+        parser.error(f"--variants: unknown {[n for n in chosen if n not in known]}; known: {sorted(known)}")
+    datasets = list(DATASETS) if args.data == "all" else [args.data]
+    if args.data == "all" and args.data_path:
+        parser.error("--data all reads every sample from --data-dir; --data-path is for one dataset")
+    command = "python -m torchrec_transact.ablation " + " ".join(argv)
+    results: Dict[str, Any] = {}
+    reports: List[str] = []
+    for data in datasets:
+        path = args.data_path
+        if data != "synthetic" and not path:
+            path = os.path.join(args.data_dir, SAMPLE_PATHS[data])
+            if not os.path.exists(path):
+                parser.error(f"--data {data}: no {path}; give --data-path or --data-dir")
+        variants = [known[n] for n in chosen] if chosen else default_variants(data, args.quick)
+        out = os.path.join(args.output_dir, data) if args.data == "all" else args.output_dir
+        results[data], report = run_dataset(
+            data, path, variants, args.seeds, args.quick, out, args.workers, train_flags, command
+        )
+        reports.append(report)
+        print(report, flush=True)
+    if args.data == "all":
+        with open(os.path.join(args.output_dir, "ablation.md"), "w") as f:
+            f.write("\n".join(reports))
+        return results
+    return results[args.data]
 
 
 if __name__ == "__main__":

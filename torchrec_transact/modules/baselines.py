@@ -3,9 +3,10 @@
 
 Every encoder takes the same input KJT as :class:`TransAct` and returns ``[B, output_dim]``
 (``output_tokens`` rows of ``token_dim``), so a ranking model swaps them by name through
-:func:`build_sequence_encoder`. They see the same actions as TransAct in evaluation
-(leakage removed, the ``max_seq_len`` most recent kept); none of them uses the training
-time window, which is TransAct's own addition.
+:func:`build_sequence_encoder`. They see the same actions as TransAct: leakage removed, the
+``max_seq_len`` most recent kept and, in training, the same random time window
+(``time_window_s``; 0 turns it off). The window is a training-time mask on the input, not
+a part of the encoder, so a comparison of encoders changes only the encoder.
 
 =====================  ========================================================
 name                   encoder
@@ -15,7 +16,7 @@ name                   encoder
 ``cnn``                :class:`CNNEncoder`: 1-D convolution, max pool over time
 ``rnn``                :class:`RNNEncoder`: GRU over the sequence, oldest first
 ``lstm``               :class:`LSTMEncoder`: LSTM over the sequence, oldest first
-``vanilla_transformer``:class:`VanillaTransformer`: item tokens only, no fusion, no window
+``vanilla_transformer``:class:`VanillaTransformer`: item tokens only, no early fusion
 ``bst``                :class:`BST`: candidate appended as a token, positional embeddings
 ``transact``           :class:`TransAct`
 =====================  ========================================================
@@ -33,6 +34,7 @@ from torchrec_transact.modules.sequence import (
     select_actions,
     SequenceModule,
     TransActConfig,
+    zero_gradient_output,
 )
 from torchrec_transact.modules.transact import TransAct
 
@@ -88,7 +90,7 @@ class _ActionItemTokens(nn.Module):
     ) -> Tuple[torch.Tensor, KeptActions]:
         config = self.config
         kept = select_actions(
-            features[config.item_feature], config.max_seq_len, 0.0, self.training
+            features[config.item_feature], config.max_seq_len, config.time_window_s, self.training
         )
         actions = features[config.action_feature].values()[kept.index].long()
         tokens = torch.cat(
@@ -222,7 +224,7 @@ class _RecurrentArch(nn.Module):
         out = tokens.new_zeros(kept.lengths.numel(), self.tokens.dim)
         nonempty = (kept.lengths > 0).nonzero().squeeze(1)
         if nonempty.numel() == 0:
-            return out + tokens.sum() * 0.0  # stay on the autograd graph
+            return zero_gradient_output(self, out, tokens)
         # Oldest first, so the final state is the one that has just read the latest action.
         padded = _pad(tokens, kept, chronological=True)[nonempty]
         packed = nn.utils.rnn.pack_padded_sequence(
@@ -284,12 +286,12 @@ class LSTMEncoder(RNNEncoder):
 
 
 class VanillaTransformer(TransAct):
-    """A transformer over item embeddings only: no action embedding, no early fusion,
-    no time-window mask; same encoder and output compression as TransAct.
+    """A transformer over item embeddings only: no action embedding, no early fusion;
+    same encoder, time window and output compression as TransAct.
 
     Args:
-        config (TransActConfig): the TransAct config; its action, fusion and window
-            settings are overridden.
+        config (TransActConfig): the TransAct config; its action and fusion settings are
+            overridden.
         device (Optional[torch.device]): device of the parameters.
 
     Example::
@@ -303,7 +305,7 @@ class VanillaTransformer(TransAct):
     ) -> None:
         super().__init__(
             dataclasses.replace(
-                config, action_embedding_dim=0, early_fusion="none", time_window_s=0.0
+                config, action_embedding_dim=0, early_fusion="none"
             ),
             device,
         )
@@ -311,12 +313,11 @@ class VanillaTransformer(TransAct):
 
 class BST(TransAct):
     """Behavior Sequence Transformer (Alibaba, 2019): the candidate is one more token of
-    the sequence and tokens carry learned positional embeddings; item embeddings only,
-    no time-window mask.
+    the sequence and tokens carry learned positional embeddings; item embeddings only.
 
     Args:
-        config (TransActConfig): the TransAct config; its action, fusion, position and
-            window settings are overridden.
+        config (TransActConfig): the TransAct config; its action, fusion and position
+            settings are overridden.
         device (Optional[torch.device]): device of the parameters.
 
     Example::
@@ -334,7 +335,6 @@ class BST(TransAct):
                 action_embedding_dim=0,
                 early_fusion="append",
                 positional_encoding=True,
-                time_window_s=0.0,
             ),
             device,
         )

@@ -260,6 +260,32 @@ def select_actions(
     return KeptActions(index, segments[index], position, kept_lengths)
 
 
+
+def zero_gradient_output(module: nn.Module, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``out`` unchanged, on the autograd graph of every trainable parameter of ``module``.
+
+    For a batch with nothing left to encode (the training window can empty a whole
+    batch): DDP, under DistributedModelParallel, fails a step in which a parameter gets no
+    gradient, so each gets a zero one.
+
+    Args:
+        module (nn.Module): the encoder.
+        out (torch.Tensor): its output for the batch.
+        tokens (torch.Tensor): the (empty) tokens it was given.
+
+    Returns:
+        torch.Tensor: ``out``, numerically.
+
+    Example::
+
+        layer = nn.Linear(2, 2)
+        out = zero_gradient_output(layer, torch.zeros(3, 2), torch.zeros(0, 2))
+        out.sum().backward()
+        layer.weight.grad.abs().sum()  # tensor(0.)
+    """
+    untouched = [p.sum() for p in module.parameters() if p.requires_grad]
+    return out + (tokens.sum() + sum(untouched)) * 0.0
+
 class SequenceModule(nn.Module):
     """Shell of an action-sequence encoder: input checks, item table, sequence arch.
 

@@ -17,7 +17,12 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from torchrec_transact.modules.encoder import EncoderConfig, TransformerEncoder
 from torchrec_transact.modules.jagged import length_buckets, pad_into_buckets
-from torchrec_transact.modules.sequence import select_actions, SequenceModule, TransActConfig
+from torchrec_transact.modules.sequence import (
+    select_actions,
+    SequenceModule,
+    TransActConfig,
+    zero_gradient_output,
+)
 
 
 class TransActSequenceArch(nn.Module):
@@ -156,11 +161,7 @@ class TransActSequenceArch(nn.Module):
         ]
         out = tokens.new_zeros(lengths.numel(), self.config.output_dim, dtype=torch.float32)
         if not compressed:
-            # Nothing left to encode (the training window can empty a whole batch). Stay on
-            # the autograd graph and give every parameter a (zero) gradient: DDP, under
-            # DistributedModelParallel, fails a step in which its parameters get none.
-            untouched = [p.sum() for p in self.parameters() if p.requires_grad]
-            return out + (tokens.sum() + sum(untouched)) * 0.0
+            return zero_gradient_output(self, out, tokens)
         return out.index_copy(0, buckets.order, torch.cat(compressed).float())
 
     def _compress(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
