@@ -4,7 +4,7 @@
 Trains average pooling, TransAct and TransAct without its time-window mask through the
 training entry point (same budget, two seeds each) and writes a markdown table (mean and
 spread of HIT@3 on save and hide, AUC, change against average pooling), a JSON file and a
-chart. About 2 minutes on 2 CPU cores.
+chart. About 1 minute on 2 CPU cores.
 
     python examples/ablation_study.py                            # synthetic
     python examples/ablation_study.py --data movielens --data-path ml-100k.inter
