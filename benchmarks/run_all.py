@@ -233,12 +233,14 @@ def models(quick: bool) -> Dict[str, Any]:
 
 def serving(quick: bool) -> Dict[str, Any]:
     from torchrec_transact.serving import Predictor, ServingConfig
-    from torchrec_transact.train import build_model, data_spec, TrainConfig
+    from torchrec_transact.config import TrainConfig
+    from torchrec_transact.models.factory import build_model
+    from torchrec_transact.trainer import open_run_data
 
     config = TrainConfig()
-    spec = data_spec(config).model_spec()
+    spec = open_run_data(config).model_spec()
     torch.manual_seed(0)
-    model = build_model(config, spec, "transact", spec.tasks).model  # latency does not depend on weights
+    model = build_model(spec, config, spec.tasks)  # latency does not depend on weights
     counts = {1: 100, 100: 40, 1000: 15} if quick else {1: 400, 100: 200, 1000: 60}
     results: Dict[str, Any] = {}
     variants: Dict[str, Predictor] = {

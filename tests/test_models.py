@@ -12,11 +12,12 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from helpers import kjt_from_examples, random_example, small_config, train_then_score
 from torchrec_transact.data import TransActBatch
 from torchrec_transact.data.category_match import CategoryMatchTask
+from torchrec_transact.data.tasks import PINTEREST_ACTIONS
 from torchrec_transact.loss import WeightedMultiTaskLoss
 from torchrec_transact.models import TransActDCN, TransActDLRM, TransActTrain
 from torchrec_transact.modules.baselines import build_sequence_encoder, SEQUENCE_ENCODERS
 
-TASKS = ["click", "save", "hide"]
+TASKS = list(PINTEREST_ACTIONS)
 
 
 def _ebc(dims=(8, 8)) -> EmbeddingBagCollection:

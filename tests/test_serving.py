@@ -14,15 +14,15 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from helpers import small_config
 from torchrec_transact.data.features import UserEvents
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import sequence_kjt
 from torchrec_transact.models import TransActDCN, TransActDLRM
 from torchrec_transact.modules.baselines import build_sequence_encoder
-from torchrec_transact.modules.request import RequestTransAct
 from torchrec_transact.modules.transact import TransAct
 from torchrec_transact.serving import (
     FusedEmbeddingLookup,
     Predictor,
     RequestError,
+    RequestTransAct,
     ScoringRequest,
     ServingConfig,
 )
@@ -312,20 +312,38 @@ def test_a_user_without_events_gets_finite_scores() -> None:
 
 def test_predictor_loads_a_training_checkpoint(tmp_path) -> None:
     from torchrec_transact.models import TransActTrain
-    from torchrec_transact.train import config_from_args, data_spec, main
+    from torchrec_transact.config import parse_args
+    from torchrec_transact.train import main
+    from torchrec_transact.trainer import open_run_data
 
     args = ["--steps", "6", "--batch-size", "50", "--eval-batches", "2", "--eval-interval", "0",
             "--output-dir", str(tmp_path), "--embedding-dim", "8"]
     logged = main(args)["transact"]
     predictor = Predictor.from_checkpoint(str(tmp_path))
     # The unsharded model reproduces the run's own (sharded) evaluation loss.
-    spec = data_spec(config_from_args(args))
+    spec = open_run_data(parse_args(args)[0])
     train_model = TransActTrain(predictor.model)
     with torch.no_grad():
         losses = [float(train_model(batch)[0]) for batch in spec.evaluation(0, 1)]
     assert abs(np.mean(losses) - logged["loss"]) < 1e-5
     request = predictor.random_request(10, 60, seed=1)
     torch.testing.assert_close(predictor.score(request).probabilities, predictor.score_naive(request).probabilities, atol=1e-5, rtol=1e-4)
+
+
+def test_serving_does_not_import_training() -> None:
+    script = (
+        "import sys, importlib, pkgutil\n"
+        "import torchrec_transact.serving as serving\n"
+        "from torchrec_transact.serving import Predictor\n"
+        "importlib.import_module(Predictor.from_checkpoint.__module__)\n"
+        "for info in pkgutil.walk_packages(serving.__path__, 'torchrec_transact.serving.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "loaded = [m for m in ('torchrec_transact.train', 'torchrec_transact.trainer') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA graphs)")

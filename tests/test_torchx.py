@@ -67,9 +67,13 @@ def test_a_dead_rank_restarts_the_job_which_resumes(tmp_path) -> None:
     marker = str(tmp_path / "crashed")
     result = _torchx(
         "run", "--wait", "--log", "-s", "local_cwd", "torchrec_transact/components.py:train",
-        "--nproc_per_node", "2", "--max_restarts", "1", "--",
+        "--nproc_per_node", "2", "--max_restarts", "1", "--module", "crash_drill", "--",
         *SMALL, "--steps", "30", "--checkpoint-interval", "10", "--output-dir", out,
-        env={"TRANSACT_CRASH_AT_STEP": "15", "TRANSACT_CRASH_MARKER": marker},
+        # tests/crash_drill.py: the training entry with a step hook that kills rank 1.
+        env={
+            "TRANSACT_DRILL_STEP": "15", "TRANSACT_DRILL_MARKER": marker,
+            "PYTHONPATH": os.path.join(REPO, "tests") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        },
     )
     logs = result.stdout + result.stderr
     assert result.returncode == 0, logs[-3000:]

@@ -15,15 +15,18 @@ Loading reads tensors with ``weights_only=True``, other values and DCP's metadat
 an unpickler that accepts only plain containers and DCP's own metadata classes.
 """
 
+import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.api import CheckpointException
@@ -74,6 +77,21 @@ class _SafePlanner(DefaultLoadPlanner):
             set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
         else:
             self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.*)$")
+
+
+def _root_cause(error: BaseException) -> str:
+    """One line for an error: DCP wraps each rank's exception, traceback and all, into its
+    message; the first ``SomeError: message`` line of it is the cause."""
+    text = str(error)
+    for line in text.splitlines()[1:] if isinstance(error, CheckpointException) else []:
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2).split('. ')[0]}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}"
 
 
 def _rank() -> int:
@@ -149,9 +167,7 @@ def load_checkpoint(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
     try:
         dcp.load(state, storage_reader=_SafeReader(path), planner=_SafePlanner())
     except (Exception, CheckpointException) as error:  # the latter is a BaseException
-        raise CheckpointError(
-            f"cannot load {path} into this model: {type(error).__name__}: {error}"
-        ) from error
+        raise CheckpointError(f"cannot load {path} into this model: {_root_cause(error)}") from error
     rank_file = os.path.join(path, f"rank{_rank()}.pt")
     if not os.path.exists(rank_file):
         raise CheckpointError(
@@ -161,3 +177,22 @@ def load_checkpoint(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
         return torch.load(rank_file, weights_only=True)
     except Exception as error:
         raise CheckpointError(f"{rank_file} is corrupt: {error}") from error
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every rank's local model state (its shards and the dense weights), to
+    compare two runs bit for bit; a collective when a process group exists."""
+    local = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        tensors = [s.tensor for s in value.local_shards()] if hasattr(value, "local_shards") else [value]
+        for tensor in tensors:
+            local.update(key.encode())
+            values = tensor.detach().cpu()
+            if values.dtype == torch.bfloat16:  # numpy has no bfloat16
+                values = values.view(torch.int16)
+            local.update(values.numpy().tobytes())  # C order, whatever the strides
+    if not dist.is_initialized():
+        return hashlib.sha256(local.hexdigest().encode()).hexdigest()
+    digests: List[Optional[str]] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, local.hexdigest())
+    return hashlib.sha256("".join(str(d) for d in digests).encode()).hexdigest()

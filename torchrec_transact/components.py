@@ -11,7 +11,9 @@ A cluster (the same component; pick the scheduler, image and sizes)::
         --image my-registry/transact:latest --nnodes 4 --gpus 8 -- --batch-size 4096
     torchx run -s slurm torchrec_transact/components.py:train --nnodes 2 --gpus 8 -- ...
 
-Everything after ``--`` goes to ``python -m torchrec_transact.train``. With
+Everything after ``--`` goes to ``python -m torchrec_transact.train`` (or to the module
+named by ``--module``: a script of yours that calls ``torchrec_transact.train.main`` with
+step hooks). With
 ``--max_restarts N`` torchrun restarts all ranks when one dies and the job resumes from its
 last checkpoint (``--resume`` is passed for you; set ``--checkpoint-interval``).
 """
@@ -33,6 +35,7 @@ def train(
     name: str = "transact-train",
     max_restarts: int = 0,
     env: Optional[Dict[str, str]] = None,
+    module: str = "torchrec_transact.train",
 ) -> specs.AppDef:
     """Distributed TransAct training, one torchrun per node (torchx ``dist.ddp``).
 
@@ -48,6 +51,7 @@ def train(
         max_restarts: torchrun restarts the whole job this many times when a rank fails;
             the restarted job resumes from the last checkpoint.
         env: extra environment variables.
+        module: the Python module each process runs with ``-m``.
 
     Returns:
         specs.AppDef: the job.
@@ -60,7 +64,7 @@ def train(
         args.append("--resume")
     app = ddp(
         *args,
-        m="torchrec_transact.train",
+        m=module,
         image=image,
         name=name,
         cpu=cpus,

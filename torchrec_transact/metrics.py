@@ -12,12 +12,14 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torchrec.metrics.auc import AUCMetric
 from torchrec.metrics.metric_module import RecMetricModule
 from torchrec.metrics.metrics_config import RecComputeMode, RecTaskInfo
 from torchrec.metrics.ne import NEMetric
 from torchrec.metrics.rec_metric import RecMetricList
 
+from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.modules.masks import rank_within_segments
 
 
@@ -171,3 +173,57 @@ def model_outputs(
         out[f"{task}-label"] = labels[:, i].float()
         out[f"{task}-weight"] = weights.float()
     return out
+
+
+def evaluate(
+    model: nn.Module,
+    batches: List[TransActBatch],
+    tasks: Sequence[str],
+    device: torch.device,
+    world_size: int = 1,
+    rank: int = 0,
+) -> Dict[str, float]:
+    """AUC, NE and HIT@3 per task and the mean loss over this rank's batches, reduced
+    across ranks; every rank returns rank 0's result.
+
+    Args:
+        model (nn.Module): the training wrapper (``batch -> (loss, (loss, logits,
+            labels))``), sharded or not; it is left in training mode.
+        batches (List[TransActBatch]): this rank's evaluation batches.
+        tasks (Sequence[str]): the logits' columns.
+        device (torch.device): where the model runs.
+        world_size, rank (int): the process group layout (a group must exist).
+
+    Returns:
+        Dict[str, float]: ``auc-{task}``, ``ne-{task}``, ``hit@3-{task}`` and ``loss``.
+    """
+    # Every rank must run the same number of forwards (they exchange embeddings).
+    count = torch.tensor([len(batches)])
+    dist.all_reduce(count, op=dist.ReduceOp.MIN)
+    batches = batches[: int(count)]
+    batch_size = max((b.batch_size for b in batches), default=1)
+    metric_module = auc_ne_module(tasks, batch_size, world_size, rank)
+    hit = HitAtK(tasks, k=3)
+    losses = []
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            loss, (_, logits, labels) = model(batch)
+            losses.append(float(loss))
+            metric_module.update(model_outputs(tasks, logits, labels, batch.weights))
+            hit.update(torch.sigmoid(logits.float()), labels, batch.request_ids)
+    model.train()
+    raw = metric_module.compute()  # collective; torchrec returns the values on rank 0
+    result: Dict[str, float] = {}
+    for task in tasks:  # the window spans the whole evaluation
+        for name, key in (("auc", f"auc-{task}|window_auc"), ("ne", f"ne-{task}|lifetime_ne")):
+            if key in raw:
+                result[f"{name}-{task}"] = float(raw[key])
+    result.update(hit.compute())
+    total = torch.tensor([sum(losses), len(losses)], dtype=torch.float64)
+    dist.all_reduce(total)
+    result["loss"] = float(total[0] / max(total[1], 1.0))
+    shared = [result]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]

@@ -23,11 +23,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
 
 
 @dataclass
@@ -303,47 +302,37 @@ class ActionLogRequests:
         actions: List[np.ndarray] = []
         items: List[np.ndarray] = []
         ages: List[np.ndarray] = []
-        lengths: List[int] = []
         events: List[np.ndarray] = []
-        request_ids: List[int] = []
         dense: List[List[float]] = []
         for request in requests:
             a, i, t = self.processor.sequence(self._history(request), self.request_time[request])
-            candidates = self._order[self.request_start[request] : self.request_end[request]]
             hours = (t[0] / 3600.0) if t.size else 0.0
             hour_of_day = (self.request_time[request] % 86400.0) / 86400.0 * 2 * math.pi
-            row = [math.log1p(a.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)]
-            for _ in range(candidates.size):
-                actions.append(a)
-                items.append(i)
-                ages.append(t)
-                lengths.append(a.size)
-                dense.append(row)
-            events.append(candidates)
-            request_ids += [int(request)] * candidates.size
+            dense.append([math.log1p(a.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)])
+            actions.append(a)
+            items.append(i)
+            ages.append(t)
+            events.append(self._order[self.request_start[request] : self.request_end[request]])
         event_index = np.concatenate(events)
         batch_size = event_index.size
+        per_request = torch.tensor([e.size for e in events], dtype=torch.long)
+        index, lengths = repeat_per_candidate(torch.tensor([a.size for a in actions]), per_request)
         sequence = sequence_kjt(
-            torch.from_numpy(np.concatenate(actions)),
-            torch.from_numpy(np.concatenate(items)),
-            torch.from_numpy(np.concatenate(ages)),
-            torch.tensor(lengths, dtype=torch.long),
+            torch.from_numpy(np.concatenate(actions))[index],
+            torch.from_numpy(np.concatenate(items))[index],
+            torch.from_numpy(np.concatenate(ages))[index],
+            lengths,
             torch.from_numpy(self.log.items[event_index]),
         )
         sparse_values = [self.log.users[event_index], self.log.items[event_index]]
         sparse_values += [v[event_index] for v in self.log.categoricals.values()]
-        sparse = KeyedJaggedTensor.from_lengths_sync(
-            keys=self.sparse_features,
-            values=torch.from_numpy(np.concatenate(sparse_values)),
-            lengths=torch.ones(len(sparse_values) * batch_size, dtype=torch.int32),
-        )
         return TransActBatch(
-            dense_features=torch.tensor(dense, dtype=torch.float32).view(batch_size, len(DENSE_FEATURES)),
-            sparse_features=sparse,
+            dense_features=torch.tensor(dense, dtype=torch.float32).repeat_interleave(per_request, dim=0),
+            sparse_features=categorical_kjt(self.sparse_features, torch.from_numpy(np.stack(sparse_values, 1))),
             sequence_features=sequence,
             labels=torch.from_numpy(self._labels[event_index]),
             weights=torch.ones(batch_size),
-            request_ids=torch.tensor(request_ids, dtype=torch.long),
+            request_ids=torch.tensor(requests, dtype=torch.long).repeat_interleave(per_request),
         )
 
     def batches(

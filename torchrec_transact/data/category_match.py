@@ -15,11 +15,10 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.data.batch import TransActBatch
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import categorical_kjt, sequence_kjt
 from torchrec_transact.data.synthetic import category_item_embeddings
+from torchrec_transact.data.tasks import CLICK, HIDE, PINTEREST_ACTIONS, SAVE
 
-CLICK, SAVE, HIDE = 0, 1, 2
-ACTION_NAMES = ("click", "save", "hide")
 
 
 @dataclass
@@ -48,7 +47,7 @@ class CategoryMatchTask:
 
     @property
     def num_action_types(self) -> int:
-        return len(ACTION_NAMES)
+        return len(PINTEREST_ACTIONS)
 
     def item_embeddings(
         self, dim: int, noise: float = 0.3, generator: Optional[torch.Generator] = None
@@ -121,11 +120,7 @@ class CategoryMatchTask:
         sequence, labels = self.batch(batch_size, g)
         candidates = sequence[sequence.keys()[2]].values()
         users = torch.randint(0, 100, (batch_size,), generator=g)
-        sparse = KeyedJaggedTensor.from_lengths_sync(
-            keys=["candidate_item", "user_bucket"],
-            values=torch.cat([candidates, users]),
-            lengths=torch.ones(2 * batch_size, dtype=torch.int32),
-        )
+        sparse = categorical_kjt(["candidate_item", "user_bucket"], torch.stack([candidates, users], 1))
         return TransActBatch(
             dense_features=torch.randn(batch_size, dense_in_features, generator=g),
             sparse_features=sparse,

@@ -23,17 +23,15 @@ import numpy as np
 import torch
 from iopath.common.file_io import PathManager
 from torch.utils.data import IterableDataset
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.data.batch import TransActBatch
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import categorical_kjt, sequence_kjt
 
 INT_FEATURES = 13
 CAT_FEATURES = 26
 NUM_FIELDS = 1 + INT_FEATURES + CAT_FEATURES
 DENSE_NAMES = [f"int_{i}" for i in range(INT_FEATURES)]
 SPARSE_NAMES = [f"cat_{i}" for i in range(CAT_FEATURES)]
-ACTIONS = ("click", "save", "hide")
 
 
 @dataclass
@@ -284,11 +282,7 @@ class CriteoWithSequences(IterableDataset):
             torch.from_numpy(lengths),
             torch.from_numpy(candidates),
         )
-        sparse = KeyedJaggedTensor.from_lengths_sync(
-            keys=SPARSE_NAMES,
-            values=torch.from_numpy(np.ascontiguousarray(a.sparse[rows].T).reshape(-1)),
-            lengths=torch.ones(CAT_FEATURES * B, dtype=torch.int32),
-        )
+        sparse = categorical_kjt(SPARSE_NAMES, torch.from_numpy(a.sparse[rows]))
         return TransActBatch(
             dense_features=torch.from_numpy(a.dense[rows]),
             sparse_features=sparse,

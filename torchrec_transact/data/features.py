@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import sequence_kjt
 
 
 @dataclass

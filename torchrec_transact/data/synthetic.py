@@ -32,14 +32,12 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info, IterableDataset
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.data.batch import TransActBatch
-from torchrec_transact.data.sequences import sequence_kjt
+from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
+from torchrec_transact.data.tasks import CLICK, HIDE, PINTEREST_ACTIONS, SAVE
 
-ACTIONS = ("click", "save", "hide")
-CLICK, SAVE, HIDE = 0, 1, 2
-TASKS = ("click", "save", "hide")
+TASKS = PINTEREST_ACTIONS  # one head per action type
 DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hide_share", "hour_sin", "hour_cos")
 SPARSE_FEATURES = ("user_id", "candidate_item", "candidate_category")
 
@@ -116,7 +114,7 @@ class SyntheticConfig:
 
     @property
     def num_action_types(self) -> int:
-        return len(ACTIONS)
+        return len(PINTEREST_ACTIONS)
 
     @property
     def dense_in_features(self) -> int:
@@ -284,7 +282,6 @@ class SyntheticActionData(IterableDataset):
 
         # Features, one example per candidate.
         B = R * N
-        seq_valid = np.repeat(valid, N, axis=0)
         hours = np.where(lengths > 0, ages[:, 0] / 3600.0, 0.0)
         hide_share = negative.sum(1) / np.maximum(lengths, 1)
         hour = rng.random(R) * 2 * np.pi
@@ -296,19 +293,17 @@ class SyntheticActionData(IterableDataset):
             axis=1,
         ).astype(np.float32)
         flat_candidates = candidates.reshape(B)
+        index, example_lengths = repeat_per_candidate(torch.from_numpy(lengths), torch.full((R,), N))
         sequence = sequence_kjt(
-            torch.from_numpy(np.repeat(actions, N, 0)[seq_valid]),
-            torch.from_numpy(np.repeat(items, N, 0)[seq_valid]),
-            torch.from_numpy(np.repeat(ages, N, 0)[seq_valid].astype(np.float32)),
-            torch.from_numpy(np.repeat(lengths, N)),
+            torch.from_numpy(actions[valid])[index],
+            torch.from_numpy(items[valid])[index],
+            torch.from_numpy(ages[valid].astype(np.float32))[index],
+            example_lengths,
             torch.from_numpy(flat_candidates),
         )
-        sparse = KeyedJaggedTensor.from_lengths_sync(
-            keys=list(SPARSE_FEATURES),
-            values=torch.from_numpy(
-                np.concatenate([np.repeat(users, N), flat_candidates, candidate_category.reshape(B)])
-            ),
-            lengths=torch.ones(3 * B, dtype=torch.int32),
+        sparse = categorical_kjt(
+            SPARSE_FEATURES,
+            torch.from_numpy(np.stack([np.repeat(users, N), flat_candidates, candidate_category.reshape(B)], 1)),
         )
         return SyntheticBatch(
             dense_features=torch.from_numpy(np.repeat(dense, N, axis=0)),

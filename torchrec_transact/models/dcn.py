@@ -25,7 +25,8 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_transact.models.common import check_model_inputs, TaskHeads
+from torchrec_transact.models.heads import check_model_inputs, TaskHeads
+from torchrec_transact.modules.sequence import SequenceEncoder
 
 
 class FullRankCrossNet(CrossNet):
@@ -68,7 +69,7 @@ class TransActDCN(nn.Module):
     Args:
         embedding_bag_collection (EmbeddingBagCollection): categorical features (tables
             may differ in width).
-        sequence_encoder (nn.Module): ``TransAct`` or a baseline (``output_dim``).
+        sequence_encoder (SequenceEncoder): ``TransAct`` or a baseline.
         dense_in_features (int): dense feature width, before the user vector.
         dense_arch_layer_sizes (List[int]): MLP after batch norm; empty keeps the
             normalised features as they are.
@@ -107,7 +108,7 @@ class TransActDCN(nn.Module):
     def __init__(
         self,
         embedding_bag_collection: EmbeddingBagCollection,
-        sequence_encoder: nn.Module,
+        sequence_encoder: SequenceEncoder,
         dense_in_features: int,
         dense_arch_layer_sizes: List[int],
         over_arch_layer_sizes: List[int],
@@ -151,6 +152,11 @@ class TransActDCN(nn.Module):
     def tasks(self) -> List[str]:
         return self.heads.tasks
 
+    @property
+    def dense_width(self) -> int:
+        """Columns of ``dense_features``: the dense features, then the user vector."""
+        return self.dense_in_features + self.user_embedding_dim
+
     def forward(
         self,
         dense_features: torch.Tensor,
@@ -170,16 +176,16 @@ class TransActDCN(nn.Module):
             "TransActDCN",
             dense_features,
             sparse_features,
-            self.dense_in_features + self.user_embedding_dim,
+            self.dense_width,
             self.sparse_feature_names,
         )
-        return self.rank(
+        return self.logits_from_embeddings(
             dense_features,
             self.embedding_bag_collection(sparse_features).values(),
             self.sequence_encoder(sequence_features),
         )
 
-    def rank(
+    def logits_from_embeddings(
         self,
         dense_features: torch.Tensor,
         sparse_embeddings: torch.Tensor,

@@ -24,7 +24,8 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_transact.models.common import check_model_inputs, TaskHeads
+from torchrec_transact.models.heads import check_model_inputs, TaskHeads
+from torchrec_transact.modules.sequence import SequenceEncoder
 
 # A leaf for torch.fx (torchrec's pipeline traces the model): the check reads shapes and
 # KJT keys. fx.wrap patches the calling module's globals, so it is registered here.
@@ -72,8 +73,8 @@ class TransActDLRM(nn.Module):
     Args:
         embedding_bag_collection (EmbeddingBagCollection): categorical features; all
             tables of one embedding width D.
-        sequence_encoder (nn.Module): ``TransAct`` or a baseline from
-            ``torchrec_transact.modules.baselines`` (``output_tokens``, ``token_dim``).
+        sequence_encoder (SequenceEncoder): ``TransAct`` or a baseline from
+            ``torchrec_transact.modules.baselines``.
         dense_in_features (int): dense input width.
         dense_arch_layer_sizes (List[int]): bottom MLP; the last size must be D.
         over_arch_layer_sizes (List[int]): hidden layers of the top MLP; a linear head
@@ -103,7 +104,7 @@ class TransActDLRM(nn.Module):
     def __init__(
         self,
         embedding_bag_collection: EmbeddingBagCollection,
-        sequence_encoder: nn.Module,
+        sequence_encoder: SequenceEncoder,
         dense_in_features: int,
         dense_arch_layer_sizes: List[int],
         over_arch_layer_sizes: List[int],
@@ -144,6 +145,15 @@ class TransActDLRM(nn.Module):
     def sparse_feature_names(self) -> List[str]:
         return self.sparse_arch.sparse_feature_names
 
+    @property
+    def embedding_bag_collection(self) -> EmbeddingBagCollection:
+        return self.sparse_arch.embedding_bag_collection
+
+    @property
+    def dense_width(self) -> int:
+        """Columns of ``dense_features``."""
+        return self.dense_in_features
+
     def forward(
         self,
         dense_features: torch.Tensor,
@@ -166,13 +176,13 @@ class TransActDLRM(nn.Module):
             self.dense_in_features,
             self.sparse_arch.sparse_feature_names,
         )
-        return self.rank(
+        return self.logits_from_embeddings(
             dense_features,
             self.sparse_arch(sparse_features).flatten(1),
             self.sequence_encoder(sequence_features),
         )
 
-    def rank(
+    def logits_from_embeddings(
         self,
         dense_features: torch.Tensor,
         sparse_embeddings: torch.Tensor,

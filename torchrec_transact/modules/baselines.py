@@ -66,6 +66,14 @@ class NoSequence(nn.Module):
         super().__init__()
         self.config = config
 
+    @property
+    def item_table(self) -> None:
+        return None
+
+    @property
+    def transformer(self) -> None:
+        return None
+
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         batch_size = features[self.config.candidate_feature].lengths().numel()
         return torch.zeros(batch_size, 0, device=features.values().device)
@@ -363,7 +371,7 @@ def build_sequence_encoder(
         device (Optional[torch.device]): device of the parameters.
 
     Returns:
-        nn.Module: with ``output_dim``, ``output_tokens`` and ``token_dim``.
+        nn.Module: a :class:`~torchrec_transact.modules.sequence.SequenceEncoder`.
 
     Example::
 

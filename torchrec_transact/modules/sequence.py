@@ -21,7 +21,7 @@ reach fx). Every encoder returns ``[B, output_dim]`` made of ``output_tokens`` r
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Protocol, runtime_checkable, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from torchrec_transact.modules.masks import compact, keep_actions, segment_ids
+
+if TYPE_CHECKING:
+    from torchrec_transact.modules.transact import TransActSequenceArch
 
 EARLY_FUSION_MODES = ("concat", "append", "none")
 ITEM_TABLE = "transact_items"
@@ -286,6 +289,34 @@ def zero_gradient_output(module: nn.Module, out: torch.Tensor, tokens: torch.Ten
     untouched = [p.sum() for p in module.parameters() if p.requires_grad]
     return out + (tokens.sum() + sum(untouched)) * 0.0
 
+@runtime_checkable
+class SequenceEncoder(Protocol):
+    """What ranking models and serving rely on in a sequence encoder (TransAct, every
+    baseline, and ``NoSequence``).
+
+    ``encoder(features)`` maps the input KJT to ``[B, output_dim]``, ``output_tokens``
+    rows of ``token_dim`` features (DLRM turns each row into an interaction feature).
+    ``item_table`` is the item embedding weight ``[num_items, item_embedding_dim]`` (None
+    without a sequence); ``transformer`` is the transformer arch that serving's user-side
+    dedup runs (None for encoders it cannot serve that way).
+    """
+
+    config: TransActConfig
+    output_tokens: int
+    token_dim: int
+
+    @property
+    def output_dim(self) -> int: ...
+
+    @property
+    def item_table(self) -> Optional[torch.Tensor]: ...
+
+    @property
+    def transformer(self) -> Optional["TransActSequenceArch"]: ...
+
+    def __call__(self, features: KeyedJaggedTensor) -> torch.Tensor: ...
+
+
 class SequenceModule(nn.Module):
     """Shell of an action-sequence encoder: input checks, item table, sequence arch.
 
@@ -330,6 +361,17 @@ class SequenceModule(nn.Module):
     def output_dim(self) -> int:
         return self.output_tokens * self.token_dim
 
+    @property
+    def item_table(self) -> torch.Tensor:
+        """The item embedding weight, [num_items, item_embedding_dim] (unsharded)."""
+        return self.item_embedding_collection.embeddings[ITEM_TABLE].weight
+
+    @property
+    def transformer(self) -> Optional["TransActSequenceArch"]:
+        """The transformer arch serving's user-side dedup runs; None here (pooling and
+        recurrent encoders), TransAct's arch in the transformer family."""
+        return None
+
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         """
         Args:
@@ -360,7 +402,7 @@ class SequenceModule(nn.Module):
             weights (torch.Tensor): [num_items, item_embedding_dim].
             freeze (bool): keep the table fixed during training.
         """
-        table = self.item_embedding_collection.embeddings[ITEM_TABLE].weight
+        table = self.item_table
         if tuple(weights.shape) != tuple(table.shape):
             raise ValueError(
                 f"pretrained item embeddings have shape {tuple(weights.shape)}, expected "

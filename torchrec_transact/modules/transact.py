@@ -240,3 +240,8 @@ class TransAct(SequenceModule):
             token_dim=config.d_model,
             device=device,
         )
+
+    @property
+    def transformer(self) -> TransActSequenceArch:
+        """The transformer arch (tokens, encoder, compression) after the item lookup."""
+        return self.sequence_arch

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TransAct for serving: one user's sequence scored against many candidates.
+"""User-side dedup: TransAct evaluated for one request, a user's sequence scored against
+many candidates with the user's part computed once.
 
 At request time every candidate of a user shares the user's sequence, so the naive batch
 (the sequence repeated once per candidate, as training sees it) looks the same items up N

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Action sequences as the ``KeyedJaggedTensor`` that :class:`TransAct` reads."""
+"""Builders of the ``KeyedJaggedTensor`` inputs: the action sequences that
+:class:`TransAct` reads, the one-id-per-feature categorical features an
+``EmbeddingBagCollection`` pools, and the repeat of a request's sequence per candidate."""
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Sequence, Optional, Tuple
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -48,6 +50,63 @@ def sequence_kjt(
         lengths=torch.cat([lengths, lengths, torch.ones_like(lengths)]).int(),
         weights=torch.cat([ages_s, ages_s, ages_s.new_zeros(candidate_ids.numel())]),
     )
+
+
+def categorical_kjt(keys: Sequence[str], ids: torch.Tensor) -> KeyedJaggedTensor:
+    """One id per feature and example, as the KJT an ``EmbeddingBagCollection`` pools.
+
+    Args:
+        keys (Sequence[str]): F feature names, the columns of ``ids``.
+        ids (torch.Tensor): int [B, F].
+
+    Returns:
+        KeyedJaggedTensor: F keys, every length 1.
+
+    Example::
+
+        kjt = categorical_kjt(["user", "item"], torch.tensor([[3, 7], [4, 8]]))
+        kjt["item"].values()  # tensor([7, 8])
+    """
+    if ids.dim() != 2 or ids.shape[1] != len(keys):
+        raise ValueError(f"ids have shape {tuple(ids.shape)}, expected [B, {len(keys)}] for keys {list(keys)}")
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=list(keys),
+        values=ids.t().reshape(-1).long(),
+        lengths=torch.ones(ids.numel(), dtype=torch.int32),
+    )
+
+
+def repeat_per_candidate(
+    lengths: torch.Tensor, candidates_per_request: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where each request's jagged sequence goes when it is repeated once per candidate
+    (every example of a request carries the request's sequence).
+
+    Args:
+        lengths (torch.Tensor): int [R], sequence length of each request.
+        candidates_per_request (torch.Tensor): int [R], the request's candidates.
+
+    Returns:
+        Tuple[torch.Tensor, torch.Tensor]: ``index`` int64 [sum of lengths x candidates]
+        into the requests' flat values, and the examples' ``lengths`` int64 [sum of
+        candidates]: ``values[index]`` with those lengths is the repeated sequence.
+
+    Example::
+
+        index, lengths = repeat_per_candidate(torch.tensor([2, 1]), torch.tensor([2, 3]))
+        index    # tensor([0, 1, 0, 1, 2, 2, 2])
+        lengths  # tensor([2, 2, 1, 1, 1])
+    """
+    lengths = lengths.long()
+    counts = candidates_per_request.long()
+    starts = torch.cumsum(lengths, 0) - lengths
+    example_lengths = torch.repeat_interleave(lengths, counts)
+    example_starts = torch.repeat_interleave(starts, counts)
+    total = int(example_lengths.sum())
+    # Position of each repeated value within its example, then its source position.
+    first = torch.cumsum(example_lengths, 0) - example_lengths
+    within = torch.arange(total) - torch.repeat_interleave(first, example_lengths)
+    return torch.repeat_interleave(example_starts, example_lengths) + within, example_lengths
 
 
 @dataclass

@@ -1,0 +1,4 @@
+from torchrec_transact.ablation.runner import main
+
+if __name__ == "__main__":
+    main()

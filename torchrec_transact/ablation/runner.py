@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""The paper's offline comparison, on any data source: sequence encoders and TransAct's
+parts, each trained with the same budget by the library's training loop, several seeds.
+
+    python -m torchrec_transact.ablation --data all     # every dataset, ~25 min on 2 cores
+    python -m torchrec_transact.ablation --data synthetic --seeds 3
+    python -m torchrec_transact.ablation --data movielens --data-path ml-100k.inter
+    python -m torchrec_transact.ablation --data criteo --data-path train.tsv
+    python -m torchrec_transact.ablation --quick        # avg_pool against transact, ~1 min
+    python -m torchrec_transact.ablation --variants transact,bst -- --steps 400 --dense-lr 5e-4
+
+Flags after ``--`` (any ``transact-train`` flag) go to every training run, after the
+dataset's budget, so they override it. Real samples are read from ``--data-path``, or
+from ``--data-dir`` (default ``$TRANSACT_DATA_DIR``) in the layout of the project's
+shared data folder.
+
+Variants (``--variants`` picks some): every sequence encoder of the registry (``none``,
+``avg_pool``, ``cnn``, ``rnn``, ``lstm``, ``vanilla_transformer``, ``bst``, ``transact``)
+and TransAct without one of its parts: ``no_action_embedding``, ``append_fusion`` (the
+candidate as a token instead of concatenated to every token), ``no_time_window``, ``k1``
+(one latest token + max pool), ``no_compression`` (every output token, no max pool), and
+``seq_len_25`` / ``seq_len_50`` (against 100). On Criteo the variants are DLRM and DCN
+with and without TransAct. Every sequence encoder trains under the same random time
+window (it is a mask on the input, not part of an encoder), so the encoder rows differ in
+the encoder only; ``no_time_window`` shows what the window costs and what it buys.
+
+Writes to ``--output-dir`` (``--data all``: one folder per dataset and a combined
+``ablation.md``): ``ablation.json`` (every run's metrics), ``ablation.md`` (mean and
+standard deviation over seeds of HIT@3 on the positive task (``save``) and on ``hide``,
+AUC, and the change relative to average pooling, as the paper reports it; on Criteo, whose
+requests hold one candidate each, AUC and normalised entropy instead of HIT@3) and
+``ablation.png`` (the encoder comparison). On synthetic data it also measures the "rabbit
+hole": the share of each request's top 3 that comes from the category of the user's most
+recent action, with and without the time-window mask. Runs train ``--workers`` at a time,
+each process on its share of the cores.
+"""
+
+
+import argparse
+import dataclasses
+import functools
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import as_completed, ProcessPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from torchrec_transact.ablation.report import chart, machine, markdown, summarise, verdict
+from torchrec_transact.ablation.variants import ALL_VARIANTS, budget, comparisons, CRITEO, DATASETS
+from torchrec_transact.ablation.variants import default_variants, ENCODERS, SAMPLE_PATHS, Variant
+from torchrec_transact.config import ConfigError, make_config, parse_overrides, TrainConfig
+from torchrec_transact.data.registry import data_sources
+from torchrec_transact.models.factory import load_trained_model
+from torchrec_transact.models.train_wrapper import TransActTrain
+from torchrec_transact.trainer import open_run_data, quiet_library_noise, train
+
+
+# ----------------------------------------------------------------- the rabbit hole
+
+
+def recent_category_share(run_dir: str, num_categories: int, top: int = 3) -> float:
+    """Share of each evaluation request's top ``top`` candidates (ranked by the first
+    task, as HIT@K ranks) whose category is that of the user's most recent action;
+    requests with no action are left out. Synthetic data (category = item %
+    ``num_categories``); the model and its config come from the run's checkpoint."""
+    trained, info = load_trained_model(run_dir)
+    config = TrainConfig(**info["config"])
+    model = TransActTrain(trained.eval())
+    shares: List[float] = []
+    with torch.no_grad():
+        for batch in open_run_data(config).evaluation(0, 1):
+            _, (_, logits, _) = model(batch)
+            items = batch.sequence_features["item_id"]
+            lengths = items.lengths().long()
+            has_action = lengths > 0
+            first = torch.cumsum(lengths, 0) - lengths  # the most recent action's position
+            recent = torch.zeros_like(lengths)
+            recent[has_action] = items.values()[first[has_action]].long()
+            same = (batch.sequence_features["candidate_item_id"].values() % num_categories) == (
+                recent % num_categories
+            )
+            for request in torch.unique(batch.request_ids):
+                rows = (batch.request_ids == request).nonzero().flatten()
+                if bool(has_action[rows[0]]):
+                    best = rows[torch.argsort(logits[rows, 0], descending=True)[:top]]
+                    shares.append(float(same[best].float().mean()))
+    return statistics.mean(shares) if shares else float("nan")
+
+
+
+# ----------------------------------------------------------------- runs
+
+
+def variant_config(
+    data: str,
+    data_path: Optional[str],
+    variant: Variant,
+    seed: int,
+    quick: bool,
+    run_dir: str,
+    train_overrides: Optional[Dict[str, Any]] = None,
+) -> TrainConfig:
+    """The training config of one (variant, seed): the dataset's budget, then the
+    variant, then ``train_overrides`` (the flags after ``--``)."""
+    return make_config({
+        "data": data, "data_path": data_path, **budget(data, quick).overrides, **variant.overrides,
+        "seed": seed, "eval_interval": 0, "log_interval": 10**6, "output_dir": run_dir,
+        **(train_overrides or {}),
+    })
+
+
+def run_variant(config: TrainConfig) -> Dict[str, float]:
+    """Trains one (variant, seed) run; its final evaluation metrics (plus the rabbit-hole
+    share on synthetic data)."""
+    quiet_library_noise()
+    metrics = dict(next(iter(train(config, verbose=False).values())))
+    metrics.pop("state_sha256", None)
+    if config.data == "synthetic":
+        from torchrec_transact.data.synthetic import SyntheticConfig
+
+        metrics["recent_category_top3"] = recent_category_share(config.output_dir, SyntheticConfig().num_categories)
+    return metrics
+
+
+def _run_job(data: str, data_path: Optional[str], quick: bool, output_dir: str,
+             train_overrides: Dict[str, Any], variant: Variant, seed: int) -> Dict[str, float]:
+    run_dir = os.path.join(output_dir, "runs", variant.name, f"seed{seed}")
+    return run_variant(variant_config(data, data_path, variant, seed, quick, run_dir, train_overrides))
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(
+    jobs: Sequence[Tuple[Variant, int]],
+    run: Callable[[Variant, int], Dict[str, float]],
+    workers: int,
+) -> Dict[str, List[Dict[str, float]]]:
+    """Every (variant, seed) job, ``workers`` at a time, each process on its share of the
+    cores (small models train faster as two single-threaded processes than as one process
+    with two threads). Returns the metrics of each variant's seeds, in seed order."""
+    results: Dict[Tuple[str, int], Dict[str, float]] = {}
+
+    def done(variant: Variant, seed: int, metrics: Dict[str, float]) -> None:
+        results[(variant.name, seed)] = metrics
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("hit", "auc", "recent")))
+        print(f"[ablation] {variant.name} seed {seed}: {shown}", flush=True)
+
+    if workers <= 1:
+        for variant, seed in jobs:
+            done(variant, seed, run(variant, seed))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(threads,),
+        ) as pool:
+            futures = {pool.submit(run, variant, seed): (variant, seed) for variant, seed in jobs}
+            for future in as_completed(futures):
+                done(*futures[future], future.result())
+    runs: Dict[str, List[Dict[str, float]]] = {}
+    for variant, seed in jobs:
+        runs.setdefault(variant.name, []).append(results[(variant.name, seed)])
+    return runs
+
+
+def run_dataset(
+    data: str,
+    data_path: Optional[str],
+    variants: Sequence[Variant],
+    seeds: int,
+    quick: bool,
+    output_dir: str,
+    workers: int,
+    train_overrides: Dict[str, Any],
+    command: str,
+) -> Tuple[Dict[str, Any], str]:
+    """Every variant x seed of one dataset; writes ablation.json, ablation.md and
+    ablation.png to ``output_dir``. Returns the JSON result and the markdown report."""
+    os.makedirs(output_dir, exist_ok=True)
+    started = time.perf_counter()
+    run = functools.partial(_run_job, data, data_path, quick, output_dir, train_overrides)
+    runs = run_all([(v, seed) for v in variants for seed in range(seeds)], run, workers)
+    summary = summarise(runs)
+    b = budget(data, quick)
+    setup = {
+        "data": data, "data_path": data_path, "seeds": seeds, "quick": quick,
+        "overrides": {**b.overrides, **train_overrides}, "workers": workers,
+        "minutes": (time.perf_counter() - started) / 60.0, "machine": machine(), "command": command,
+    }
+    report = markdown(data, variants, summary, setup)
+    findings = verdict(summary, b.metrics[:2], comparisons(data))
+    if findings:
+        report += "\n" + "\n".join(f"- {line}" for line in findings) + "\n"
+    result = {"setup": setup, "variants": [dataclasses.asdict(v) for v in variants], "runs": runs, "summary": summary}
+    with open(os.path.join(output_dir, "ablation.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(output_dir, "ablation.md"), "w") as f:
+        f.write(report)
+    charted = [v for v in variants if v in ENCODERS + CRITEO]
+    highlight = ("transact", "dlrm_transact", "dcn_transact")
+    chart(os.path.join(output_dir, "ablation.png"), data, charted or list(variants), summary, highlight)
+    return result, report
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Command line; returns the JSON result of the dataset (``--data all``: a dict of
+    them by dataset). Flags after ``--`` go to every training run, after the budget."""
+    parser = argparse.ArgumentParser(prog="python -m torchrec_transact.ablation", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="synthetic", help=f"one of {data_sources()}, or all ({', '.join(DATASETS)})")
+    parser.add_argument("--data-path", help="the event log or Criteo TSV (one dataset)")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("TRANSACT_DATA_DIR"),
+        help="where the real samples lie when --data-path is not given (default: $TRANSACT_DATA_DIR): "
+        + ", ".join(f"{k}: <dir>/{v}" for k, v in SAMPLE_PATHS.items()),
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", help="comma-separated names (default: all of the dataset)")
+    parser.add_argument("--quick", action="store_true", help="avg_pool against transact, a small budget")
+    parser.add_argument("--output-dir", default="outputs/ablation")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="runs trained at once, each in its own process")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    try:
+        train_overrides, _ = parse_overrides(argv[split + 1:])
+    except ConfigError as error:
+        parser.error(f"training flags after --: {error}")
+    chosen = args.variants.split(",") if args.variants else None
+    if chosen and any(n not in ALL_VARIANTS for n in chosen):
+        unknown = [n for n in chosen if n not in ALL_VARIANTS]
+        parser.error(f"--variants: unknown {unknown}; known: {sorted(ALL_VARIANTS)}")
+    if args.data != "all" and args.data not in data_sources():
+        parser.error(f"--data {args.data!r}: expected one of {data_sources()} or all")
+    datasets = list(DATASETS) if args.data == "all" else [args.data]
+    if args.data == "all" and args.data_path:
+        parser.error("--data all reads every sample from --data-dir; --data-path is for one dataset")
+    command = "python -m torchrec_transact.ablation " + " ".join(argv)
+    results: Dict[str, Any] = {}
+    reports: List[str] = []
+    for data in datasets:
+        path = args.data_path
+        if data != "synthetic" and not path:
+            if not args.data_dir or data not in SAMPLE_PATHS:
+                parser.error(f"--data {data}: give --data-path, or --data-dir (or TRANSACT_DATA_DIR)")
+            path = os.path.join(args.data_dir, SAMPLE_PATHS[data])
+            if not os.path.exists(path):
+                parser.error(f"--data {data}: no {path}; give --data-path or --data-dir")
+        variants = [ALL_VARIANTS[n] for n in chosen] if chosen else default_variants(data, args.quick)
+        out = os.path.join(args.output_dir, data) if args.data == "all" else args.output_dir
+        results[data], report = run_dataset(
+            data, path, variants, args.seeds, args.quick, out, args.workers, train_overrides, command
+        )
+        reports.append(report)
+        print(report, flush=True)
+    if args.data == "all":
+        with open(os.path.join(args.output_dir, "ablation.md"), "w") as f:
+            f.write("\n".join(reports))
+        return results
+    return results[args.data]
+
+
+if __name__ == "__main__":
+    main()

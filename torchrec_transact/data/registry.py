@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Data sources by name: what each gives the model (its shapes) and the training loop (its
+batches).
+
+    open_data("synthetic", DataOptions(batch_size=500))   # -> DataSpec
+    register_data_source("my_log", open_my_log, needs_path=True, description="...")
+
+A source is a function ``DataOptions -> DataSpec``. Its shapes (``ModelSpec``: tasks,
+dense width, categorical tables, item and action vocabularies) are saved with every
+checkpoint, so a model is rebuilt for serving without opening the data again.
+"""
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import torch
+
+from torchrec_transact.data.batch import TransActBatch
+
+# Criteo: categorical ids hashed into tables of this size; the last rows (in time order)
+# evaluate.
+CRITEO_TABLE_SIZE = 100_000
+CRITEO_EVAL_FRACTION = 0.1
+# Event logs: a session longer than this is split into requests of at most this many
+# candidates (MovieLens users rate hundreds of films in one sitting).
+LOG_MAX_REQUEST_SIZE = 10
+
+
+@dataclass
+class ModelSpec:
+    """The shapes a data source fixes in the model (saved with every checkpoint as
+    ``model.json``, so serving rebuilds the model without opening the data).
+
+    Args:
+        tasks (List[str]): label columns, in order.
+        dense_in_features (int): dense width, before the user vector.
+        user_embedding_dim (int): width of the precomputed user vector (last dense columns).
+        sparse_tables (List[Tuple[str, int]]): (feature, rows) of each categorical table.
+        num_items (int): item vocabulary (sequence and candidate).
+        num_action_types (int): action-type vocabulary.
+    """
+
+    tasks: List[str]
+    dense_in_features: int
+    user_embedding_dim: int
+    sparse_tables: List[Tuple[str, int]]
+    num_items: int
+    num_action_types: int
+
+
+@dataclass
+class DataSpec(ModelSpec):
+    """What a data source gives the model and the loop.
+
+    Args:
+        train (Callable[[int, int, int], Iterator[TransActBatch]]): ``(rank, world_size,
+            start)`` -> an endless iterator of this rank's training batches from batch
+            ``start`` of its shard (the data position of a resumed run).
+        evaluation (Callable[[int, int], List[TransActBatch]]): ``(rank, world_size)`` ->
+            this rank's evaluation batches.
+        item_vectors (Optional[Callable[[int], torch.Tensor]]): ``dim`` -> pretrained
+            item vectors [num_items, dim], when the source has them.
+        batch_multiple (int): batch sizes must be a multiple of this (whole requests).
+    """
+
+    train: Callable[[int, int, int], Iterator[TransActBatch]]
+    evaluation: Callable[[int, int], List[TransActBatch]]
+    item_vectors: Optional[Callable[[int], torch.Tensor]] = None
+    batch_multiple: int = 1
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)})
+
+
+@dataclass
+class DataOptions:
+    """What a run asks of its data source.
+
+    Args:
+        path (Optional[str]): the file(s); comma-separated for several.
+        batch_size (int): examples per batch.
+        eval_batches (int): evaluation batches (over all ranks).
+        max_seq_len (int): longest action sequence.
+        seed (int): data stream seed.
+    """
+
+    path: Optional[str] = None
+    batch_size: int = 500
+    eval_batches: int = 20
+    max_seq_len: int = 100
+    seed: int = 0
+
+
+DataSource = Callable[[DataOptions], DataSpec]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    open: DataSource
+    needs_path: bool
+    description: str
+
+
+_SOURCES: Dict[str, _Entry] = {}
+
+
+def register_data_source(name: str, open_fn: DataSource, needs_path: bool = True, description: str = "") -> None:
+    """Makes ``--data NAME`` available to training, the ablation runner and benchmarks.
+
+    Args:
+        name (str): the source's name.
+        open_fn (DataSource): ``DataOptions -> DataSpec``.
+        needs_path (bool): the source reads ``DataOptions.path``.
+        description (str): one line for ``--help``.
+    """
+    _SOURCES[name] = _Entry(open_fn, needs_path, description)
+
+
+def data_sources() -> List[str]:
+    """Registered source names, in registration order."""
+    return list(_SOURCES)
+
+
+def describe_data_sources() -> str:
+    """One ``name: description`` per source, for help texts."""
+    return "; ".join(f"{name}: {entry.description}" for name, entry in _SOURCES.items())
+
+
+def open_data(name: str, options: DataOptions) -> DataSpec:
+    """Opens a registered source (no process group needed).
+
+    Raises:
+        ValueError: an unknown source, a missing path, or a batch size the source cannot
+            split into whole requests.
+    """
+    if name not in _SOURCES:
+        raise ValueError(f"--data {name!r}: expected one of {data_sources()}")
+    entry = _SOURCES[name]
+    if entry.needs_path and not options.path:
+        raise ValueError(f"--data {name} needs --data-path")
+    spec = entry.open(options)
+    if options.batch_size % spec.batch_multiple:
+        raise ValueError(
+            f"--batch-size {options.batch_size}: {name} requests have {spec.batch_multiple} "
+            f"candidates; use a multiple of {spec.batch_multiple}"
+        )
+    return spec
+
+
+def _cycle(make_epoch: Callable[[int], Iterable[TransActBatch]]) -> Iterator[TransActBatch]:
+    for epoch in itertools.count():
+        yield from make_epoch(epoch)
+
+
+def _from(start: int, batches: Iterator[TransActBatch]) -> Iterator[TransActBatch]:
+    return itertools.islice(batches, start, None)
+
+
+def _open_synthetic(options: DataOptions) -> DataSpec:
+    from torchrec_transact.data.synthetic import (
+        category_item_embeddings,
+        SPARSE_FEATURES,
+        SyntheticActionData,
+        SyntheticConfig,
+        TASKS,
+    )
+
+    sc = SyntheticConfig(max_seq_len=options.max_seq_len)
+
+    def stream(rank: int, world: int, **kwargs: object) -> SyntheticActionData:
+        return SyntheticActionData(sc, options.batch_size, options.seed, rank=rank, world_size=world, **kwargs)
+
+    return DataSpec(
+        tasks=list(TASKS),
+        dense_in_features=sc.dense_in_features,
+        user_embedding_dim=sc.user_embedding_dim,
+        sparse_tables=list(zip(SPARSE_FEATURES, [sc.num_users, sc.num_items, sc.num_categories])),
+        num_items=sc.num_items,
+        num_action_types=sc.num_action_types,
+        train=lambda rank, world, start: _from(start, iter(stream(rank, world))),
+        evaluation=lambda rank, world: list(
+            stream(rank, world, num_batches=options.eval_batches * world, split="eval")
+        ),
+        # The paper starts from pretrained (PinSage) item vectors; these are the
+        # synthetic catalogue's category-clustered stand-in.
+        item_vectors=lambda dim: category_item_embeddings(
+            sc.num_items, sc.num_categories, dim, generator=torch.Generator().manual_seed(options.seed)
+        ),
+        batch_multiple=sc.candidates_per_request,
+    )
+
+
+def _open_criteo(options: DataOptions) -> DataSpec:
+    from torchrec_transact.data.criteo import (
+        CriteoArrays,
+        CriteoWithSequences,
+        INT_FEATURES,
+        read_criteo_tsv,
+        SPARSE_NAMES,
+    )
+    from torchrec_transact.data.tasks import PINTEREST_ACTIONS
+
+    assert options.path is not None
+    arrays = read_criteo_tsv(options.path.split(","), table_size=CRITEO_TABLE_SIZE)
+    cut = int(len(arrays) * (1.0 - CRITEO_EVAL_FRACTION))  # rows are in time order
+
+    def rows(lo: int, hi: int, rank: int, world: int, seed: int) -> CriteoWithSequences:
+        part = CriteoArrays(arrays.dense[lo:hi], arrays.sparse[lo:hi], arrays.labels[lo:hi])
+        return CriteoWithSequences(
+            part, options.batch_size, table_size=CRITEO_TABLE_SIZE, max_seq_len=options.max_seq_len,
+            seed=seed, rank=rank, world_size=world,
+        )
+
+    def epoch(rank: int, world: int, number: int) -> Iterator[TransActBatch]:
+        # Full batches only: every rank runs the same number of equal steps.
+        batches = rows(0, cut, rank, world, options.seed + number)
+        return (b for b in batches if b.batch_size == options.batch_size)
+
+    return DataSpec(
+        tasks=["click"],
+        dense_in_features=INT_FEATURES,
+        user_embedding_dim=0,
+        sparse_tables=[(name, CRITEO_TABLE_SIZE) for name in SPARSE_NAMES],
+        num_items=CRITEO_TABLE_SIZE,
+        num_action_types=len(PINTEREST_ACTIONS),
+        train=lambda rank, world, start: _from(start, _cycle(lambda n: epoch(rank, world, n))),
+        evaluation=lambda rank, world: list(
+            itertools.islice(rows(cut, len(arrays), rank, world, options.seed), options.eval_batches)
+        ),
+    )
+
+
+def _log_source(preset: str) -> DataSource:
+    def open_log(options: DataOptions) -> DataSpec:
+        from torchrec_transact.data.action_logs import DENSE_FEATURES, load_preset
+
+        assert options.path is not None
+        log, requests = load_preset(
+            preset, options.path, max_seq_len=options.max_seq_len, max_request_size=LOG_MAX_REQUEST_SIZE
+        )
+        sparse = [("user_id", log.num_users), ("candidate_item", log.num_items)]
+        sparse += list(log.categorical_sizes.items())
+
+        def batches(split: str, rank: int, world: int, **kwargs: object) -> Iterator[TransActBatch]:
+            return requests.batches(split, options.batch_size, rank=rank, world_size=world, **kwargs)
+
+        return DataSpec(
+            tasks=requests.tasks,
+            dense_in_features=len(DENSE_FEATURES),
+            user_embedding_dim=0,
+            sparse_tables=sparse,
+            num_items=log.num_items,
+            num_action_types=len(log.format.action_names),
+            train=lambda rank, world, start: _from(
+                start,
+                _cycle(lambda n: batches("train", rank, world, shuffle=True, seed=options.seed + n)),
+            ),
+            evaluation=lambda rank, world: list(
+                itertools.islice(batches("eval", rank, world), options.eval_batches)
+            ),
+        )
+
+    return open_log
+
+
+register_data_source(
+    "synthetic", _open_synthetic, needs_path=False,
+    description="the package's generated users, sessions and requests of 10 candidates",
+)
+register_data_source("criteo", _open_criteo, description="Criteo TSV day files with synthetic sequences")
+register_data_source("movielens", _log_source("movielens"), description="MovieLens 100K ratings (u.data or .inter)")
+register_data_source("taobao", _log_source("taobao"), description="Taobao UserBehavior CSV")

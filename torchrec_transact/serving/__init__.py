@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Serving: score one request (a user's raw recent events and N candidates) with a trained
+TransAct-DCN or TransAct-DLRM.
+
+    raw events, request time --RequestFeatureProcessor--> sequence [L] (no leakage, deduped)
+    candidates [N], their dense [N, W] and categorical [N, F] features
+          '---------- packed into one host buffer (pinned on CUDA) ----------'
+                                   |  one host-to-device copy
+                       RequestScorer (plain tensors: exportable, CUDA-graph capturable)
+          one fused categorical lookup | one item lookup of L + N ids | RequestTransAct
+                                   model.logits_from_embeddings(...) -> sigmoid -> [N, T]
+
+The paper's GPU serving rests on four things, all here: fused embedding lookups (every
+categorical table concatenated into one, with per-feature row offsets), one combined
+host-to-device copy per request, large batches (a request's N candidates are one batch;
+the user's sequence is looked up and projected once, see
+:mod:`torchrec_transact.serving.dedup`), and CUDA graphs (one per candidate-count and
+sequence-length bucket, inputs padded to the bucket). On CPU the scorer runs eagerly under
+``torch.inference_mode``, optionally under bfloat16 autocast.
+
+One concern a module:
+
+* :mod:`~torchrec_transact.serving.request`: requests, their checks (what is refused and
+  what is repaired), results;
+* :mod:`~torchrec_transact.serving.dedup`: the encoder with the user's part shared by the
+  candidates;
+* :mod:`~torchrec_transact.serving.scorer`: the fused lookup and the request scorer;
+* :mod:`~torchrec_transact.serving.packing`: the one host-to-device copy;
+* :mod:`~torchrec_transact.serving.cuda_graphs`: one captured graph per bucket;
+* :mod:`~torchrec_transact.serving.export`: the scorer saved with ``torch.export``;
+* :mod:`~torchrec_transact.serving.predictor`: :class:`Predictor`, which runs them.
+"""
+
+from torchrec_transact.models.factory import load_trained_model
+from torchrec_transact.serving.dedup import RequestTransAct
+from torchrec_transact.serving.export import export_scorer
+from torchrec_transact.serving.packing import pack, unpack
+from torchrec_transact.serving.predictor import Predictor, ServingConfig
+from torchrec_transact.serving.request import (
+    PreparedRequest,
+    RequestError,
+    RequestSchema,
+    ScoringRequest,
+    ScoringResult,
+)
+from torchrec_transact.serving.scorer import (
+    FusedEmbeddingLookup,
+    RequestScorer,
+    supports_request_scoring,
+)
+
+__all__ = [
+    "FusedEmbeddingLookup",
+    "Predictor",
+    "PreparedRequest",
+    "RequestError",
+    "RequestSchema",
+    "RequestScorer",
+    "RequestTransAct",
+    "ScoringRequest",
+    "ScoringResult",
+    "ServingConfig",
+    "export_scorer",
+    "load_trained_model",
+    "pack",
+    "supports_request_scoring",
+    "unpack",
+]

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""The training loop: one code path for one process and for many (torchrun, torchx).
+
+The model is wrapped in ``DistributedModelParallel`` (every table sharded onto FBGEMM's
+kernels with a fused optimizer: RowWiseAdagrad on CPU, Adam on CUDA; dense parameters take
+Adam), gloo on CPU and NCCL on CUDA, each rank reading its own shard of the data.
+torchrec's ``TrainPipelineSparseDist`` drives the steps (``pipeline="plain"`` for a plain
+loop). Evaluation reports AUC and NE per task (``torchrec.metrics``) and HIT@3 per task.
+
+    results = train(TrainConfig(steps=200, compare_no_sequence=True))
+    results["transact"]["auc-click"], results["none"]["auc-click"]
+
+The command line (``transact-train``) and the ablation runner call :func:`train`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from torchrec_transact.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, state_digest
+from torchrec_transact.config import ConfigError, TrainConfig
+from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.registry import DataOptions, DataSpec, open_data
+from torchrec_transact.distributed import init_distributed
+from torchrec_transact.loss import WeightedMultiTaskLoss
+from torchrec_transact.metrics import evaluate
+from torchrec_transact.models.factory import build_model, MODEL_JSON, model_description
+from torchrec_transact.models.train_wrapper import TransActTrain
+from torchrec_transact.modules.sequence import ITEM_TABLE
+from torchrec_transact.run_log import RunLog
+from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
+
+EMBEDDING_OPTIMIZERS = {
+    "sgd": EmbOptimType.EXACT_SGD,
+    "adagrad": EmbOptimType.EXACT_ADAGRAD,
+    "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+    "adam": EmbOptimType.ADAM,
+}
+CPU_EMBEDDING_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+ITEM_TABLE_KEY = f"model.sequence_encoder.item_embedding_collection.embeddings.{ITEM_TABLE}.weight"
+
+# Called as hook(step, rank, world_size) before each training step (tests install failure
+# drills this way; a user may stop, profile or log).
+StepHook = Callable[[int, int, int], None]
+
+
+def open_run_data(config: TrainConfig) -> DataSpec:
+    """The run's data source (no process group needed)."""
+    return open_data(
+        config.data,
+        DataOptions(
+            path=config.data_path, batch_size=config.batch_size, eval_batches=config.eval_batches,
+            max_seq_len=config.max_seq_len, seed=config.seed,
+        ),
+    )
+
+
+def fused_params(config: TrainConfig, device: torch.device) -> Dict[str, Any]:
+    """The fused embedding optimizer of the sharded tables."""
+    name = config.embedding_optimizer or ("adam" if device.type == "cuda" else "rowwise_adagrad")
+    if device.type == "cpu" and name not in CPU_EMBEDDING_OPTIMIZERS:
+        raise ConfigError(
+            f"--embedding-optimizer {name}: FBGEMM's CPU kernels support {list(CPU_EMBEDDING_OPTIMIZERS)}"
+        )
+    return {"optimizer": EMBEDDING_OPTIMIZERS[name], "learning_rate": config.embedding_lr}
+
+
+def task_loss(config: TrainConfig, tasks: Sequence[str]) -> WeightedMultiTaskLoss:
+    """The paper's weighted multi-task loss with the run's M and m0 (identity and 1 by
+    default: the mean binary cross-entropy)."""
+    count = len(tasks)
+    matrix = config.label_weight_matrix if config.label_weight_matrix is not None else torch.eye(count)
+    negative = config.negative_weight if config.negative_weight is not None else [1.0]
+    return WeightedMultiTaskLoss(matrix, negative[0] if len(negative) == 1 else negative)
+
+
+def _select_tasks(batches: Iterator[TransActBatch], columns: Optional[List[int]]) -> Iterator[TransActBatch]:
+    for batch in batches:
+        yield batch if columns is None else dataclasses.replace(batch, labels=batch.labels[:, columns])
+
+
+def fit(
+    config: TrainConfig,
+    spec: DataSpec,
+    rank: int,
+    world: int,
+    device: torch.device,
+    output_dir: str,
+    step_hooks: Sequence[StepHook] = (),
+) -> Dict[str, Any]:
+    """Trains the configured model and returns its final evaluation metrics (and
+    ``state_sha256``, the digest of its weights on every rank)."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+    from tqdm import tqdm
+
+    tasks = config.check_data(spec.tasks)
+    columns = None if tasks == spec.tasks else [spec.tasks.index(t) for t in tasks]
+    name = config.encoder
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model = TransActTrain(build_model(spec, config, tasks), loss=task_loss(config, tasks))
+    dmp = shard_model(model, device, fused_params(config, device))
+    dense = KeyedOptimizerWrapper(
+        dict(in_backward_optimizer_filter(dmp.named_parameters())),
+        lambda params: torch.optim.Adam(params, lr=config.dense_lr),
+    )
+    optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    log = RunLog(output_dir, rank, name)
+    torch.manual_seed(config.seed * 1000 + rank)  # dropout and time windows differ by rank
+    start = 0
+    resume_from = latest_checkpoint(checkpoints) if config.resume else None
+    if resume_from is not None:
+        dense.init_state()  # Adam's state exists only after a step; load overwrites it
+        state = {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()}
+        saved = load_checkpoint(resume_from, state)
+        dmp.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        start = int(saved["step"])
+    elif config.init_from:
+        # Warm start on fresh data: weights only; optimizer, data position and RNG anew.
+        state = {"model": dmp.state_dict()}
+        load_checkpoint(config.init_from, state)
+        dmp.load_state_dict(state["model"])
+    elif config.pretrained_items and spec.item_vectors is not None:
+        table = dmp.state_dict().get(ITEM_TABLE_KEY)  # None: the encoder has no item table
+        if table is not None:
+            load_unsharded_state_dict(dmp, {ITEM_TABLE_KEY: spec.item_vectors(table.size(1))}, strict=False)
+    use_pipeline = config.pipeline != "plain"
+    if rank == 0:
+        print(
+            f"[{name}] {config.model} on {config.data}: {world} rank(s), {device.type}, "
+            f"{'TrainPipelineSparseDist' if use_pipeline else 'plain training loop'}, "
+            f"steps {start}..{config.steps}" + (f" (resumed from {resume_from})" if resume_from else ""),
+            flush=True,
+        )
+    log.write(start, "start", {"world_size": world, "resumed_from": resume_from, "pipeline": use_pipeline})
+    batches = _select_tasks(spec.train(rank, world, start), columns)
+    evaluation = list(_select_tasks(iter(spec.evaluation(rank, world)), columns))
+    pipeline = TrainPipelineSparseDist(dmp, optimizer, device) if use_pipeline else None
+    # What serving needs to rebuild this model from the checkpoint alone.
+    description = model_description(config, spec.model_spec(), tasks, config=dataclasses.asdict(config))
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            checkpoints, step, {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()},
+            {"rng": torch.get_rng_state()}, files={MODEL_JSON: description},
+        )
+
+    def evaluate_now() -> Dict[str, float]:
+        # The pipeline rewrote the sharded modules' forwards to consume its prefetched
+        # batches; evaluate on the original forwards, then hand the model back.
+        model = pipeline.detach() if pipeline is not None else dmp
+        result = evaluate(model, evaluation, tasks, device, world, rank)
+        if pipeline is not None:
+            pipeline.attach(model)
+        return result
+
+    progress = tqdm(total=config.steps, initial=start, disable=rank != 0, desc=name, mininterval=2.0)
+    window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+    for step in range(start + 1, config.steps + 1):
+        for hook in step_hooks:
+            hook(step, rank, world)
+        if pipeline is not None:
+            loss = pipeline.progress(batches)[0]
+        else:
+            loss, _ = dmp(next(batches).to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        window_loss += float(loss.detach())
+        window_steps += 1
+        progress.update(1)
+        if step % config.log_interval == 0 or step == config.steps:
+            rate = window_steps * config.batch_size * world / max(time.perf_counter() - window_start, 1e-9)
+            progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", ex_s=f"{rate:,.0f}")
+            log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate})
+            window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+        if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:
+            log.write(step, "eval", evaluate_now())
+        if config.checkpoint_interval and step % config.checkpoint_interval == 0:
+            checkpoint(step)
+    progress.close()
+    metrics: Dict[str, Any] = evaluate_now()
+    log.write(config.steps, "eval", metrics)
+    if start < config.steps or not resume_from:
+        checkpoint(config.steps)
+    log.close()
+    metrics["state_sha256"] = state_digest(dmp)
+    return metrics
+
+
+def results_table(results: Dict[str, Dict[str, float]], tasks: Sequence[str]) -> str:
+    """Markdown: one column per model, one row per metric and task, and the loss."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for metric in ("auc", "ne", "hit@3"):
+        for task in tasks:
+            key = f"{metric}-{task}"
+            lines.append(f"| {key} | " + " | ".join(f"{results[n][key]:.4f}" for n in names) + " |")
+    lines.append("| eval loss | " + " | ".join(f"{results[n]['loss']:.4f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def quiet_library_noise() -> None:
+    """torchrec's planner and DDP print deprecation notes and warnings about dry runs that
+    say nothing about a training job; keep the console for progress and results."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is_fx_tracing.*")
+    for name in ("torchrec.distributed.planner", "torchrec.distributed.planner.types",
+                 "torchrec.distributed.planner.storage_reservations"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def train(
+    config: TrainConfig, step_hooks: Sequence[StepHook] = (), spec: Optional[DataSpec] = None, verbose: bool = True
+) -> Dict[str, Dict[str, Any]]:
+    """The whole job: joins the process group, trains the configured model (and, with
+    ``compare_no_sequence``, the same model without a sequence in ``output_dir/no_sequence``)
+    and writes ``final_metrics.json``.
+
+    Args:
+        config (TrainConfig): the run.
+        step_hooks (Sequence[StepHook]): called before each step as ``hook(step, rank,
+            world_size)``.
+        spec (Optional[DataSpec]): the opened data (default: open ``config.data``).
+        verbose (bool): print the comparison table (rank 0).
+
+    Returns:
+        Dict[str, Dict[str, Any]]: each model's final metrics, by encoder name.
+    """
+    spec = spec or open_run_data(config)
+    config.check_data(spec.tasks)
+    rank, world, device = init_distributed(config.device)
+    try:
+        runs = [config]
+        if config.compare_no_sequence and config.encoder != "none":
+            baseline_dir = os.path.join(config.output_dir, "no_sequence")
+            runs.append(dataclasses.replace(config, encoder="none", output_dir=baseline_dir))
+        results = {run.encoder: fit(run, spec, rank, world, device, run.output_dir, step_hooks) for run in runs}
+        if rank == 0:
+            if verbose:
+                print("\nEvaluation (" + ", ".join(results) + f"), {config.steps} steps each:")
+                print(results_table(results, config.tasks or spec.tasks))
+            with open(os.path.join(config.output_dir, "final_metrics.json"), "w") as f:
+                json.dump(results, f, indent=2)
+        return results
+    finally:
+        dist.destroy_process_group()
