@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import time
-from typing import Callable, Dict, Iterable
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
@@ -80,7 +80,7 @@ def default_model_speed(batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def run(batch_size: int = 500, model_steps: int = 10, data_dir: str = "../shared/data") -> Dict[str, object]:
+def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = None) -> Dict[str, object]:
     """Examples/s of every source found (the real samples under ``data_dir``) and of the
     default model's training step."""
     model = default_model_speed(batch_size, model_steps)
@@ -88,8 +88,8 @@ def run(batch_size: int = 500, model_steps: int = 10, data_dir: str = "../shared
     synthetic = SyntheticActionData(SyntheticConfig(), batch_size, seed=0, num_batches=10)
     sources["synthetic"] = examples_per_second(lambda: synthetic)
 
-    criteo_path = os.path.join(data_dir, "criteo_tiny", "train.tsv")
-    if os.path.exists(criteo_path):
+    criteo_path = os.path.join(data_dir or "", "criteo_tiny", "train.tsv")
+    if data_dir and os.path.exists(criteo_path):
         start = time.perf_counter()
         arrays = read_criteo_tsv([criteo_path])
         parse = len(arrays) / (time.perf_counter() - start)
@@ -102,8 +102,8 @@ def run(batch_size: int = 500, model_steps: int = 10, data_dir: str = "../shared
         ("movielens", "movielens_100k/ml-100k.inter"),
         ("taobao", "taobao_user_behavior/UserBehavior.csv"),
     ):
-        path = os.path.join(data_dir, relative)
-        if os.path.exists(path):
+        path = os.path.join(data_dir or "", relative)
+        if data_dir and os.path.exists(path):
             _, requests = load_preset(preset, path, max_request_size=10)
             sources[preset] = examples_per_second(
                 lambda: requests.batches("train", batch_size, shuffle=True)
@@ -126,7 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--model-steps", type=int, default=10)
-    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR", "../shared/data"))
+    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR"),
+                        help="the real data samples (default: $TRANSACT_DATA_DIR)")
     args = parser.parse_args()
     print(json.dumps(run(args.batch_size, args.model_steps, args.data_dir), indent=2))
 

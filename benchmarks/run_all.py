@@ -367,7 +367,8 @@ def main() -> None:
         "--output", default=None,
         help="path stem of the .json and .md (default: benchmarks/results; with --quick, a temporary folder)",
     )
-    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR", os.path.join(REPO, "..", "shared", "data")))
+    parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR"),
+                        help="the real data samples (default: $TRANSACT_DATA_DIR; unset: synthetic only)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # a child process of the sequence-length section

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The paper's offline comparison on your own event log, or on the synthetic data.
 
-Trains average pooling, TransAct and TransAct without its time-window mask through the
-training entry point (same budget, two seeds each) and writes a markdown table (mean and
+Trains average pooling, TransAct and TransAct without its time-window mask with the
+library's training loop (same budget, two seeds each) and writes a markdown table (mean and
 spread of HIT@3 on save and hide, AUC, change against average pooling), a JSON file and a
 chart. About 1 minute on 2 CPU cores.
 

@@ -197,3 +197,28 @@ def test_peers_do_not_import_the_training_command_line(module: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+def test_loss_weights_come_from_the_config_not_from_a_checkpoint() -> None:
+    """M and m0 are not saved with the model: --resume and --init-from keep the run's own."""
+    from torchrec_transact.models import TransActTrain
+
+    model = build_model(_spec(), ModelConfig(encoder="none", embedding_dim=8), ["click", "save"])
+    config = TrainConfig(label_weight_matrix=[[5.0, 0.0], [0.0, 5.0]])
+    wrapper = TransActTrain(model, loss=task_loss(config, ["click", "save"]))
+    assert not [k for k in wrapper.state_dict() if k.startswith("loss_fn.")]
+    assert torch.equal(wrapper.loss_fn.label_weight_matrix, 5.0 * torch.eye(2))
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"max_seq_len": 0}, "--max-seq-len 0, expected >= 1"),
+        ({"steps": "400"}, "--steps '400': expected int"),
+        ({"device": "cpu", "embedding_optimizer": "adam"}, "--embedding-optimizer adam: FBGEMM's CPU kernels"),
+        ({"negative_weight": "x"}, "--negative-weight 'x': expected a number or a JSON list"),
+    ],
+)
+def test_config_file_values_are_checked_with_the_flag_named(values, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**values)

@@ -11,6 +11,7 @@ defaults.
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ MODELS = ("dcn", "dlrm")
 PIPELINES = ("auto", "sparse_dist", "plain")
 DEVICES = ("auto", "cpu", "cuda")
 EMBEDDING_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+CPU_EMBEDDING_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,10 @@ def option(default: Any, help: str, choices: Optional[Choices] = None) -> Any:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def choices_of(f: "dataclasses.Field[Any]") -> Optional[List[str]]:
@@ -70,7 +76,20 @@ class ModelConfig:
     dcn_low_rank_dim: Optional[int] = option(None, "rank of the DCN cross layers (unset: full rank)")
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.check()
+
+    def _check_types(self) -> None:
+        """Values of the annotated scalar types (a JSON file can hold anything)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = next((a for a in typing.get_args(f.type) if a is not type(None)), f.type)
+            if value is None or kind not in (int, float, str, bool):
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{_flag(f.name)} {value!r}: expected {kind.__name__}")
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a value out of its choices or range."""
@@ -84,8 +103,11 @@ class ModelConfig:
             raise ConfigError(f"--dcn-low-rank-dim {self.dcn_low_rank_dim}: must be > 0")
         try:  # the sequence encoder's own checks, on placeholder vocabularies
             self.sequence_config(num_action_types=1, num_items=1)
-        except ValueError as error:
-            raise ConfigError(f"sequence encoder: {error}") from None
+        except ValueError as error:  # its "max_seq_len=0" is this config's "--max-seq-len 0"
+            message = str(error)
+            for name in self.model_fields():
+                message = re.sub(rf"\b{name}=", f"{_flag(name)} ", message)
+            raise ConfigError(message) from None
 
     def sequence_config(self, num_action_types: int, num_items: int) -> TransActConfig:
         """The encoder's configuration for the data's vocabularies."""
@@ -140,7 +162,7 @@ class TrainConfig(ModelConfig):
     pretrained_items: bool = option(True, "start the item table from the data's item vectors (synthetic)")
 
     def __post_init__(self) -> None:
-        if isinstance(self.negative_weight, (int, float)):  # one number for every task
+        if _is_number(self.negative_weight):  # one number for every task
             self.negative_weight = [float(self.negative_weight)]
         super().__post_init__()
 
@@ -154,6 +176,20 @@ class TrainConfig(ModelConfig):
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
         if self.resume and self.init_from:
             raise ConfigError("--resume and --init-from exclude each other")
+        if self.label_weight_matrix is not None and not (
+            isinstance(self.label_weight_matrix, list)
+            and all(isinstance(row, list) and all(map(_is_number, row)) for row in self.label_weight_matrix)
+        ):
+            raise ConfigError(f"--label-weight-matrix {self.label_weight_matrix!r}: expected a JSON list of rows of numbers")
+        if self.negative_weight is not None and not (
+            isinstance(self.negative_weight, list) and all(map(_is_number, self.negative_weight))
+        ):
+            raise ConfigError(f"--negative-weight {self.negative_weight!r}: expected a number or a JSON list of numbers")
+        if self.device == "cpu" and self.embedding_optimizer not in (None, *CPU_EMBEDDING_OPTIMIZERS):
+            raise ConfigError(
+                f"--embedding-optimizer {self.embedding_optimizer}: FBGEMM's CPU kernels support "
+                f"{list(CPU_EMBEDDING_OPTIMIZERS)}"
+            )
 
     def check_data(self, data_tasks: Sequence[str]) -> List[str]:
         """The run's tasks, checked against the data's; the loss weights checked against

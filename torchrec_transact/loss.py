@@ -54,8 +54,10 @@ class WeightedMultiTaskLoss(nn.Module):
                 f"negative_weight has shape {tuple(negative.shape)}, expected "
                 f"({matrix.shape[0]},) or a single value"
             )
-        self.register_buffer("label_weight_matrix", matrix)
-        self.register_buffer("negative_weight", negative)
+        # Not saved with the model: the weights of a run come from its config, also when it
+        # resumes or warm-starts from a checkpoint trained with other weights.
+        self.register_buffer("label_weight_matrix", matrix, persistent=False)
+        self.register_buffer("negative_weight", negative, persistent=False)
 
     @property
     def num_tasks(self) -> int:

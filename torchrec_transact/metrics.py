@@ -20,6 +20,7 @@ from torchrec.metrics.ne import NEMetric
 from torchrec.metrics.rec_metric import RecMetricList
 
 from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.tasks import NEGATIVE_TASKS
 from torchrec_transact.modules.masks import rank_within_segments
 
 
@@ -48,7 +49,7 @@ class HitAtK:
         tasks: Sequence[str],
         k: int = 3,
         utility_weights: Optional[Dict[str, float]] = None,
-        negative_tasks: Sequence[str] = ("hide",),
+        negative_tasks: Sequence[str] = tuple(NEGATIVE_TASKS),
     ) -> None:
         self.tasks = list(tasks)
         self.k = k

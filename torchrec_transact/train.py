@@ -17,7 +17,7 @@ import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 from torchrec_transact.checkpoint import CheckpointError
-from torchrec_transact.config import parse_args
+from torchrec_transact.config import ConfigError, parse_args
 from torchrec_transact.trainer import open_run_data, quiet_library_noise, StepHook, train
 
 PROG = "transact-train"
@@ -53,6 +53,8 @@ def main(argv: Optional[List[str]] = None, step_hooks: Sequence[StepHook] = ()) 
         _fail(error, 2, debug)
     try:
         return train(config, step_hooks, spec)
+    except ConfigError as error:  # found once the device is known
+        _fail(error, 2, debug)
     except CheckpointError as error:
         _fail(error, 1, debug)
 

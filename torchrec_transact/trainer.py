@@ -26,7 +26,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from torchrec_transact.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, state_digest
-from torchrec_transact.config import ConfigError, TrainConfig
+from torchrec_transact.config import ConfigError, CPU_EMBEDDING_OPTIMIZERS, TrainConfig
 from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.data.registry import DataOptions, DataSpec, open_data
 from torchrec_transact.distributed import init_distributed
@@ -34,7 +34,6 @@ from torchrec_transact.loss import WeightedMultiTaskLoss
 from torchrec_transact.metrics import evaluate
 from torchrec_transact.models.factory import build_model, MODEL_JSON, model_description
 from torchrec_transact.models.train_wrapper import TransActTrain
-from torchrec_transact.modules.sequence import ITEM_TABLE
 from torchrec_transact.run_log import RunLog
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
 
@@ -44,8 +43,6 @@ EMBEDDING_OPTIMIZERS = {
     "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
     "adam": EmbOptimType.ADAM,
 }
-CPU_EMBEDDING_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
-ITEM_TABLE_KEY = f"model.sequence_encoder.item_embedding_collection.embeddings.{ITEM_TABLE}.weight"
 
 # Called as hook(step, rank, world_size) before each training step (tests install failure
 # drills this way; a user may stop, profile or log).
@@ -95,9 +92,11 @@ def fit(
     device: torch.device,
     output_dir: str,
     step_hooks: Sequence[StepHook] = (),
+    verbose: bool = True,
 ) -> Dict[str, Any]:
     """Trains the configured model and returns its final evaluation metrics (and
-    ``state_sha256``, the digest of its weights on every rank)."""
+    ``state_sha256``, the digest of its weights on every rank). ``verbose``: print the
+    start line and the progress bar (rank 0)."""
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
     from tqdm import tqdm
 
@@ -106,6 +105,8 @@ def fit(
     name = config.encoder
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = TransActTrain(build_model(spec, config, tasks), loss=task_loss(config, tasks))
+    item_table = model.model.sequence_encoder.item_table  # None: no sequence, no items
+    item_key = next((n for n, p in model.named_parameters() if p is item_table), None)
     dmp = shard_model(model, device, fused_params(config, device))
     dense = KeyedOptimizerWrapper(
         dict(in_backward_optimizer_filter(dmp.named_parameters())),
@@ -130,12 +131,11 @@ def fit(
         state = {"model": dmp.state_dict()}
         load_checkpoint(config.init_from, state)
         dmp.load_state_dict(state["model"])
-    elif config.pretrained_items and spec.item_vectors is not None:
-        table = dmp.state_dict().get(ITEM_TABLE_KEY)  # None: the encoder has no item table
-        if table is not None:
-            load_unsharded_state_dict(dmp, {ITEM_TABLE_KEY: spec.item_vectors(table.size(1))}, strict=False)
+    elif config.pretrained_items and spec.item_vectors is not None and item_key is not None:
+        vectors = spec.item_vectors(model.model.sequence_encoder.config.item_embedding_dim)
+        load_unsharded_state_dict(dmp, {item_key: vectors}, strict=False)
     use_pipeline = config.pipeline != "plain"
-    if rank == 0:
+    if rank == 0 and verbose:
         print(
             f"[{name}] {config.model} on {config.data}: {world} rank(s), {device.type}, "
             f"{'TrainPipelineSparseDist' if use_pipeline else 'plain training loop'}, "
@@ -164,7 +164,7 @@ def fit(
             pipeline.attach(model)
         return result
 
-    progress = tqdm(total=config.steps, initial=start, disable=rank != 0, desc=name, mininterval=2.0)
+    progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
     for step in range(start + 1, config.steps + 1):
         for hook in step_hooks:
@@ -235,7 +235,7 @@ def train(
         step_hooks (Sequence[StepHook]): called before each step as ``hook(step, rank,
             world_size)``.
         spec (Optional[DataSpec]): the opened data (default: open ``config.data``).
-        verbose (bool): print the comparison table (rank 0).
+        verbose (bool): print the start lines, progress and the comparison table (rank 0).
 
     Returns:
         Dict[str, Dict[str, Any]]: each model's final metrics, by encoder name.
@@ -248,7 +248,9 @@ def train(
         if config.compare_no_sequence and config.encoder != "none":
             baseline_dir = os.path.join(config.output_dir, "no_sequence")
             runs.append(dataclasses.replace(config, encoder="none", output_dir=baseline_dir))
-        results = {run.encoder: fit(run, spec, rank, world, device, run.output_dir, step_hooks) for run in runs}
+        results = {
+            run.encoder: fit(run, spec, rank, world, device, run.output_dir, step_hooks, verbose) for run in runs
+        }
         if rank == 0:
             if verbose:
                 print("\nEvaluation (" + ", ".join(results) + f"), {config.steps} steps each:")

@@ -2,6 +2,7 @@
 """The ablation's report: mean and spread over seeds, the markdown table, the verdict
 against the baselines, and the chart."""
 
+import json
 import math
 import os
 import statistics
@@ -12,8 +13,16 @@ import torch
 from torchrec_transact.ablation.variants import BASELINE, budget, Variant
 
 def as_flags(overrides: Dict[str, Any]) -> str:
-    """``{"batch_size": 200}`` as the flags that set it: ``--batch-size 200``."""
-    return " ".join(f"--{name.replace('_', '-')} {value}" for name, value in overrides.items())
+    """``TrainConfig`` fields as the flags that set them: ``{"batch_size": 200,
+    "max_pool": False}`` -> ``--batch-size 200 --no-max-pool`` (lists as JSON)."""
+    flags = []
+    for name, value in overrides.items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags.append(f"--{flag} {json.dumps(value) if isinstance(value, (list, dict)) else value}")
+    return " ".join(flags)
 
 
 def summarise(runs: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, Dict[str, float]]]:

@@ -54,7 +54,7 @@ from torchrec_transact.ablation.report import chart, machine, markdown, summaris
 from torchrec_transact.ablation.variants import ALL_VARIANTS, budget, comparisons, CRITEO, DATASETS
 from torchrec_transact.ablation.variants import default_variants, ENCODERS, SAMPLE_PATHS, Variant
 from torchrec_transact.config import ConfigError, make_config, parse_overrides, TrainConfig
-from torchrec_transact.data.registry import data_sources
+from torchrec_transact.data.registry import data_sources, needs_path
 from torchrec_transact.models.factory import load_trained_model
 from torchrec_transact.models.train_wrapper import TransActTrain
 from torchrec_transact.trainer import open_run_data, quiet_library_noise, train
@@ -243,17 +243,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if args.data == "all" and args.data_path:
         parser.error("--data all reads every sample from --data-dir; --data-path is for one dataset")
     command = "python -m torchrec_transact.ablation " + " ".join(argv)
-    results: Dict[str, Any] = {}
-    reports: List[str] = []
+    plans = []
     for data in datasets:
         path = args.data_path
-        if data != "synthetic" and not path:
+        if needs_path(data) and not path:
             if not args.data_dir or data not in SAMPLE_PATHS:
                 parser.error(f"--data {data}: give --data-path, or --data-dir (or TRANSACT_DATA_DIR)")
             path = os.path.join(args.data_dir, SAMPLE_PATHS[data])
             if not os.path.exists(path):
                 parser.error(f"--data {data}: no {path}; give --data-path or --data-dir")
         variants = [ALL_VARIANTS[n] for n in chosen] if chosen else default_variants(data, args.quick)
+        for variant in variants:  # every run's config is checked before any run starts
+            try:
+                variant_config(data, path, variant, 0, args.quick, args.output_dir, train_overrides)
+            except ConfigError as error:
+                parser.error(f"--data {data}, variant {variant.name}: {error}")
+        plans.append((data, path, variants))
+    results: Dict[str, Any] = {}
+    reports: List[str] = []
+    for data, path, variants in plans:
         out = os.path.join(args.output_dir, data) if args.data == "all" else args.output_dir
         results[data], report = run_dataset(
             data, path, variants, args.seeds, args.quick, out, args.workers, train_overrides, command

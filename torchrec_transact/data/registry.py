@@ -123,6 +123,11 @@ def data_sources() -> List[str]:
     return list(_SOURCES)
 
 
+def needs_path(name: str) -> bool:
+    """Whether the registered source ``name`` reads ``DataOptions.path``."""
+    return _SOURCES[name].needs_path
+
+
 def describe_data_sources() -> str:
     """One ``name: description`` per source, for help texts."""
     return "; ".join(f"{name}: {entry.description}" for name, entry in _SOURCES.items())

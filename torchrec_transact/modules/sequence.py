@@ -169,6 +169,23 @@ def validate_sequence_features(
             f"TransAct: the KJT has no weights; {config.item_feature!r} needs each "
             "action's age in seconds as its weight"
         )
+    values = features.values()
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise ValueError(
+            f"TransAct: the KJT values are {values.dtype}; the {config.action_feature!r}, "
+            f"{config.item_feature!r} and {config.candidate_feature!r} ids must be integers"
+        )
+    lengths = features.lengths()
+    negative = lengths < 0
+    if bool(negative.any()):
+        first = int(negative.nonzero()[0, 0])
+        stride = max(lengths.numel() // max(len(keys), 1), 1)
+        raise ValueError(
+            f"TransAct: feature {keys[first // stride]!r} example {first % stride} has "
+            f"length {int(lengths[first])}; lengths must be >= 0"
+        )
+    if features.stride() == 0:
+        return
     jts = features.to_dict()
     actions, items = jts[config.action_feature], jts[config.item_feature]
     candidates = jts[config.candidate_feature]
@@ -289,6 +306,13 @@ def zero_gradient_output(module: nn.Module, out: torch.Tensor, tokens: torch.Ten
     untouched = [p.sum() for p in module.parameters() if p.requires_grad]
     return out + (tokens.sum() + sum(untouched)) * 0.0
 
+def _is_empty_batch(features: KeyedJaggedTensor) -> bool:
+    """A KJT of zero examples (torchrec's lookups cannot split it). Under fx tracing the
+    input is a Proxy, not a KJT: the traced model (torchrec's train pipeline) never sees
+    an empty batch, so the check stays out of its graph."""
+    return isinstance(features, KeyedJaggedTensor) and features.stride() == 0
+
+
 @runtime_checkable
 class SequenceEncoder(Protocol):
     """What ranking models and serving rely on in a sequence encoder (TransAct, every
@@ -383,6 +407,8 @@ class SequenceModule(nn.Module):
         """
         if self.config.validate_inputs:
             validate_sequence_features(features, self.config)
+        if _is_empty_batch(features):
+            return torch.zeros(0, self.output_dim, device=features.values().device)
         embeddings: Dict[str, JaggedTensor] = self.item_embedding_collection(features)
         return self.sequence_arch(
             features,
