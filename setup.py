@@ -26,6 +26,6 @@ setup(
     extras_require={
         "cuda": ["torchrec>=1.8", "fbgemm-gpu>=1.8"],
         "launch": ["torchx>=0.7"],
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],
     },
 )

@@ -5,6 +5,15 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests: a few examples each in CI (tens of seconds in all); HYPOTHESIS_PROFILE=thorough
+# runs many more.
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
 """Small builders shared by the tests."""
 
+import io
+from contextlib import redirect_stderr
 from typing import List, Sequence, Tuple
 
+import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -71,3 +74,16 @@ def train_then_score(model, batches, steps: int, eval_batch, lr: float = 3e-3):
     with torch.no_grad():
         _, (_, logits, labels) = model(eval_batch)
     return logits, labels
+
+
+def assert_one_line_exit(call, code: int, message: str) -> None:
+    """``call`` exits with ``code`` after one error line on stderr containing ``message``,
+    and no traceback (a progress bar may come before it)."""
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        call()
+    lines = err.getvalue().strip().splitlines()
+    assert exit_info.value.code == code, err.getvalue()[-2000:]
+    errors = [line for line in lines if line.startswith("transact-train: error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and message in errors[0], lines
+    assert not any("Traceback" in line for line in lines), lines

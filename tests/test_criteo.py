@@ -66,7 +66,7 @@ def test_day_files_are_read_in_order(sample: str, tmp_path) -> None:
     "line,message",
     [
         ("1\t2\t3\n", "expected 40 tab-separated fields, got 3"),
-        ("1" + "\t5" * 13 + "\tzzzz0000" + "\t68fd1e64" * 25 + "\n", "C1 = 'zzzz0000' is not hex"),
+        ("1" + "\t5" * 13 + "\tzzzz0000" + "\t68fd1e64" * 25 + "\n", "C1 = 'zzzz0000' is not a hex hash"),
         ("0\t1.5" + "\t5" * 12 + "\t68fd1e64" * 26 + "\n", "I1 = '1.5' is not an integer"),
         ("2" + "\t5" * 13 + "\t68fd1e64" * 26 + "\n", "label '2' is not 0 or 1"),
     ],

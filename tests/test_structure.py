@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from helpers import assert_one_line_exit
 from torchrec_transact.config import build_parser, ConfigError, ModelConfig, parse_args, TrainConfig
 from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate
 from torchrec_transact.data.registry import data_sources, DataOptions, open_data, register_data_source
@@ -184,11 +185,20 @@ def test_step_hooks_see_every_step_and_can_stop_a_run(tmp_path) -> None:
         if step == 3:
             raise Stop
 
+    from torchrec_transact.config import parse_args
+    from torchrec_transact.trainer import train
+
+    config, _ = parse_args(SMALL + ["--steps", "10", "--output-dir", str(tmp_path / "b")])
     with pytest.raises(Stop):
-        main(SMALL + ["--steps", "10", "--output-dir", str(tmp_path / "b")], step_hooks=[stop_at_3])
+        train(config, step_hooks=[stop_at_3])
     import torch.distributed as dist
 
     assert not dist.is_initialized()  # the group is torn down even when a hook fails
+    # The command line turns it into one line and exit 1.
+    assert_one_line_exit(
+        lambda: main(SMALL + ["--steps", "10", "--output-dir", str(tmp_path / "c")], step_hooks=[stop_at_3]),
+        1, "Stop:",
+    )
 
 
 @pytest.mark.parametrize("module", ["torchrec_transact.serving", "torchrec_transact.ablation"])

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch.distributed as dist
 
+from helpers import assert_one_line_exit
 from torchrec_transact.train import main
 
 # A small, fast run of the default job (synthetic data, TransAct-DCN).
@@ -17,19 +18,6 @@ SMALL = [
     "--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
     "--eval-batches", "2", "--log-interval", "5", "--eval-interval", "0",
 ]
-
-
-def _assert_one_line_exit(call, code: int, message: str) -> None:
-    """``call`` exits with ``code`` after one line on stderr containing ``message``."""
-    import io
-    from contextlib import redirect_stderr
-
-    err = io.StringIO()
-    with redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
-        call()
-    lines = err.getvalue().strip().splitlines()
-    assert exit_info.value.code == code, err.getvalue()[-2000:]
-    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("transact-train: error:"), lines
 
 
 def _read_jsonl(path: str):
@@ -118,7 +106,7 @@ def test_init_from_loads_weights_but_not_the_data_position(tmp_path) -> None:
     assert [r["step"] for r in rows if r["kind"] == "train"][0] == 5  # starts at step 0
     assert warm["transact"]["state_sha256"] != cold["transact"]["state_sha256"]
     (tmp_path / "broken").mkdir()
-    _assert_one_line_exit(
+    assert_one_line_exit(
         lambda: main(SMALL + ["--steps", "5", "--output-dir", str(tmp_path / "x"), "--init-from", str(tmp_path / "broken")]),
         1, "not a complete checkpoint",
     )
@@ -178,7 +166,7 @@ def test_interrupted_writes_leave_the_last_checkpoint_and_corruption_is_named(tm
     # Corrupt the data of the newest checkpoint: loading names it.
     for shard in (checkpoints / "step_00000010").glob("*.distcp"):
         shard.write_bytes(b"garbage")
-    _assert_one_line_exit(
+    assert_one_line_exit(
         lambda: main(SMALL + ["--steps", "12", "--output-dir", str(out), "--resume"]), 1, "step_00000010"
     )
 

@@ -133,6 +133,7 @@ class TrainConfig(ModelConfig):
 
     data: str = option("synthetic", "data source", data_sources)
     data_path: Optional[str] = option(None, "the data file(s), comma-separated (every source but synthetic)")
+    skip_bad_rows: bool = option(False, "skip malformed rows of the data files (counted in the log) instead of failing")
     tasks: Optional[List[str]] = option(None, "train these of the data's tasks (default: all)")
     batch_size: int = option(500, "examples per batch and process")
     steps: int = option(400, "training steps")

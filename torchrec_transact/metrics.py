@@ -8,6 +8,7 @@ over requests. Higher is better for positive tasks (save, click), lower for nega
 reduced across ranks in :meth:`HitAtK.compute`.
 """
 
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -183,7 +184,7 @@ def evaluate(
     device: torch.device,
     world_size: int = 1,
     rank: int = 0,
-) -> Dict[str, float]:
+) -> Dict[str, Optional[float]]:
     """AUC, NE and HIT@3 per task and the mean loss over this rank's batches, reduced
     across ranks; every rank returns rank 0's result.
 
@@ -196,7 +197,9 @@ def evaluate(
         world_size, rank (int): the process group layout (a group must exist).
 
     Returns:
-        Dict[str, float]: ``auc-{task}``, ``ne-{task}``, ``hit@3-{task}`` and ``loss``.
+        Dict[str, Optional[float]]: ``auc-{task}``, ``ne-{task}``, ``hit@3-{task}`` and
+        ``loss``; AUC and NE are None (with a warning) for a task whose evaluation labels
+        hold no positive or no negative example.
     """
     # Every rank must run the same number of forwards (they exchange embeddings).
     count = torch.tensor([len(batches)])
@@ -205,6 +208,8 @@ def evaluate(
     batch_size = max((b.batch_size for b in batches), default=1)
     metric_module = auc_ne_module(tasks, batch_size, world_size, rank)
     hit = HitAtK(tasks, k=3)
+    # Positives and negatives per task: AUC needs both, NE a base rate strictly in (0, 1).
+    counts = torch.zeros(2, len(tasks), dtype=torch.float64)
     losses = []
     model.eval()
     with torch.no_grad():
@@ -213,14 +218,21 @@ def evaluate(
             loss, (_, logits, labels) = model(batch)
             losses.append(float(loss))
             metric_module.update(model_outputs(tasks, logits, labels, batch.weights))
+            positive = labels.double().sum(0).cpu()
+            counts += torch.stack([positive, labels.shape[0] - positive])
             hit.update(torch.sigmoid(logits.float()), labels, batch.request_ids)
     model.train()
     raw = metric_module.compute()  # collective; torchrec returns the values on rank 0
-    result: Dict[str, float] = {}
-    for task in tasks:  # the window spans the whole evaluation
+    dist.all_reduce(counts)
+    result: Dict[str, Optional[float]] = {}
+    for i, task in enumerate(tasks):  # the window spans the whole evaluation
+        defined = bool((counts[:, i] > 0).all())
+        if not defined and rank == 0:
+            kind = "positive" if counts[0, i] == 0 else "negative"
+            warnings.warn(f"evaluation: task {task!r} has no {kind} example; its AUC and NE are undefined")
         for name, key in (("auc", f"auc-{task}|window_auc"), ("ne", f"ne-{task}|lifetime_ne")):
             if key in raw:
-                result[f"{name}-{task}"] = float(raw[key])
+                result[f"{name}-{task}"] = float(raw[key]) if defined else None
     result.update(hit.compute())
     total = torch.tensor([sum(losses), len(losses)], dtype=torch.float64)
     dist.all_reduce(total)

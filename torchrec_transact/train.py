@@ -13,6 +13,7 @@ The flags are :class:`~torchrec_transact.config.TrainConfig`'s fields; the loop 
 traceback instead.
 """
 
+import os
 import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
@@ -23,12 +24,19 @@ from torchrec_transact.trainer import open_run_data, quiet_library_noise, StepHo
 PROG = "transact-train"
 
 
-def _fail(error: BaseException, code: int, debug: bool) -> NoReturn:
+def _fail(error: BaseException, code: int, debug: bool, name_the_type: bool = False) -> NoReturn:
     if debug:
         raise error
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    print(f"{PROG}: error: {lines[0]}", file=sys.stderr)  # one line; --debug for the rest
+    lines = str(error).strip().splitlines() or [""]
+    message = f"{type(error).__name__}: {lines[0]} (--debug shows the traceback)" if name_the_type else lines[0]
+    print(f"{PROG}: error: {message}", file=sys.stderr)  # one line
     raise SystemExit(code) from None
+
+
+def _check_output_dir(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--output-dir {path} is a file, not a directory")
+    os.makedirs(path, exist_ok=True)  # an unwritable place fails here, before any work
 
 
 def main(argv: Optional[List[str]] = None, step_hooks: Sequence[StepHook] = ()) -> Dict[str, Dict[str, Any]]:
@@ -47,16 +55,19 @@ def main(argv: Optional[List[str]] = None, step_hooks: Sequence[StepHook] = ()) 
     debug = "--debug" in argv
     try:
         config, debug = parse_args(argv)
+        _check_output_dir(config.output_dir)
         spec = open_run_data(config)  # before any process group: bad input fails fast
         config.check_data(spec.tasks)
     except (ValueError, OSError) as error:
         _fail(error, 2, debug)
     try:
         return train(config, step_hooks, spec)
-    except ConfigError as error:  # found once the device is known
-        _fail(error, 2, debug)
     except CheckpointError as error:
         _fail(error, 1, debug)
+    except (ValueError, OSError) as error:  # bad input found while running
+        _fail(error, 2, debug)
+    except Exception as error:  # a failure of the run itself
+        _fail(error, 1, debug, name_the_type=True)
 
 
 def cli() -> None:

@@ -16,6 +16,7 @@ The command line (``transact-train``) and the ablation runner call :func:`train`
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -55,7 +56,7 @@ def open_run_data(config: TrainConfig) -> DataSpec:
         config.data,
         DataOptions(
             path=config.data_path, batch_size=config.batch_size, eval_batches=config.eval_batches,
-            max_seq_len=config.max_seq_len, seed=config.seed,
+            max_seq_len=config.max_seq_len, seed=config.seed, skip_bad_rows=config.skip_bad_rows,
         ),
     )
 
@@ -118,6 +119,8 @@ def fit(
     torch.manual_seed(config.seed * 1000 + rank)  # dropout and time windows differ by rank
     start = 0
     resume_from = latest_checkpoint(checkpoints) if config.resume else None
+    if config.resume and resume_from is None and rank == 0:
+        print(f"--resume: no checkpoint in {checkpoints}; starting from step 0", file=sys.stderr, flush=True)
     if resume_from is not None:
         dense.init_state()  # Adam's state exists only after a step; load overwrites it
         state = {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()}
@@ -142,7 +145,8 @@ def fit(
             f"steps {start}..{config.steps}" + (f" (resumed from {resume_from})" if resume_from else ""),
             flush=True,
         )
-    log.write(start, "start", {"world_size": world, "resumed_from": resume_from, "pipeline": use_pipeline})
+    log.write(start, "start", {"world_size": world, "resumed_from": resume_from, "pipeline": use_pipeline,
+                               "data": spec.report})
     batches = _select_tasks(spec.train(rank, world, start), columns)
     evaluation = list(_select_tasks(iter(spec.evaluation(rank, world)), columns))
     pipeline = TrainPipelineSparseDist(dmp, optimizer, device) if use_pipeline else None
@@ -155,7 +159,7 @@ def fit(
             {"rng": torch.get_rng_state()}, files={MODEL_JSON: description},
         )
 
-    def evaluate_now() -> Dict[str, float]:
+    def evaluate_now() -> Dict[str, Optional[float]]:
         # The pipeline rewrote the sharded modules' forwards to consume its prefetched
         # batches; evaluate on the original forwards, then hand the model back.
         model = pipeline.detach() if pipeline is not None else dmp
@@ -166,29 +170,31 @@ def fit(
 
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
-    for step in range(start + 1, config.steps + 1):
-        for hook in step_hooks:
-            hook(step, rank, world)
-        if pipeline is not None:
-            loss = pipeline.progress(batches)[0]
-        else:
-            loss, _ = dmp(next(batches).to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        window_loss += float(loss.detach())
-        window_steps += 1
-        progress.update(1)
-        if step % config.log_interval == 0 or step == config.steps:
-            rate = window_steps * config.batch_size * world / max(time.perf_counter() - window_start, 1e-9)
-            progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", ex_s=f"{rate:,.0f}")
-            log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate})
-            window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
-        if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:
-            log.write(step, "eval", evaluate_now())
-        if config.checkpoint_interval and step % config.checkpoint_interval == 0:
-            checkpoint(step)
-    progress.close()
+    try:
+        for step in range(start + 1, config.steps + 1):
+            for hook in step_hooks:
+                hook(step, rank, world)
+            if pipeline is not None:
+                loss = pipeline.progress(batches)[0]
+            else:
+                loss, _ = dmp(next(batches).to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            window_loss += float(loss.detach())
+            window_steps += 1
+            progress.update(1)
+            if step % config.log_interval == 0 or step == config.steps:
+                rate = window_steps * config.batch_size * world / max(time.perf_counter() - window_start, 1e-9)
+                progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", ex_s=f"{rate:,.0f}")
+                log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate})
+                window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+            if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:
+                log.write(step, "eval", evaluate_now())
+            if config.checkpoint_interval and step % config.checkpoint_interval == 0:
+                checkpoint(step)
+    finally:
+        progress.close()  # an error message starts on a line of its own
     metrics: Dict[str, Any] = evaluate_now()
     log.write(config.steps, "eval", metrics)
     if start < config.steps or not resume_from:
@@ -198,16 +204,28 @@ def fit(
     return metrics
 
 
-def results_table(results: Dict[str, Dict[str, float]], tasks: Sequence[str]) -> str:
-    """Markdown: one column per model, one row per metric and task, and the loss."""
+def results_table(results: Dict[str, Dict[str, Any]], tasks: Sequence[str]) -> str:
+    """Markdown: one column per model, one row per metric and task, and the loss; "n/a"
+    for a metric that is undefined on the evaluation data."""
     names = list(results)
+
+    def cell(value: Optional[float]) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
     lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for metric in ("auc", "ne", "hit@3"):
         for task in tasks:
             key = f"{metric}-{task}"
-            lines.append(f"| {key} | " + " | ".join(f"{results[n][key]:.4f}" for n in names) + " |")
-    lines.append("| eval loss | " + " | ".join(f"{results[n]['loss']:.4f}" for n in names) + " |")
+            lines.append(f"| {key} | " + " | ".join(cell(results[n].get(key)) for n in names) + " |")
+    lines.append("| eval loss | " + " | ".join(cell(results[n]["loss"]) for n in names) + " |")
     return "\n".join(lines)
+
+
+def data_summary(report: Dict[str, int]) -> str:
+    """One line of what the data reader counted, e.g. ``data: 1999 rows, 3 skipped
+    malformed lines``."""
+    parts = [f"{count} {name.replace('_', ' ')}" for name, count in report.items() if count]
+    return "data: " + (", ".join(parts) if parts else "nothing counted")
 
 
 def quiet_library_noise() -> None:
@@ -255,6 +273,8 @@ def train(
             if verbose:
                 print("\nEvaluation (" + ", ".join(results) + f"), {config.steps} steps each:")
                 print(results_table(results, config.tasks or spec.tasks))
+                if spec.report:
+                    print(data_summary(spec.report))
             with open(os.path.join(config.output_dir, "final_metrics.json"), "w") as f:
                 json.dump(results, f, indent=2)
         return results

@@ -149,7 +149,9 @@ def run_all(
 
     def done(variant: Variant, seed: int, metrics: Dict[str, float]) -> None:
         results[(variant.name, seed)] = metrics
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("hit", "auc", "recent")))
+        shown = ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in metrics.items() if k.startswith(("hit", "auc", "recent"))
+        )
         print(f"[ablation] {variant.name} seed {seed}: {shown}", flush=True)
 
     if workers <= 1:

@@ -18,13 +18,14 @@ like and ``hide`` = dislike, as in the paper) and Taobao UserBehavior (pv, cart,
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
 from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
 
@@ -36,7 +37,9 @@ class EventLogFormat:
     Args:
         name (str): for error messages and logs.
         delimiter (str): field separator.
-        header (bool): the first line names the columns (and is skipped).
+        header (Optional[bool]): the first line names the columns (and is skipped); None:
+            decide by content, a first line whose timestamp field is not a number is the
+            header (a data row is never taken for one).
         user_column, item_column, action_column, timestamp_column (int): 0-based columns.
         action_names (Sequence[str]): the action types, in id order.
         parse_action (Callable[[str], str]): raw field -> one of ``action_names``; raises
@@ -49,7 +52,7 @@ class EventLogFormat:
 
     name: str
     delimiter: str
-    header: bool
+    header: Optional[bool]
     user_column: int
     item_column: int
     action_column: int
@@ -77,7 +80,7 @@ def _taobao_action(raw: str) -> str:
 MOVIELENS = EventLogFormat(
     name="movielens",
     delimiter="\t",
-    header=True,
+    header=None,  # RecBole's .inter has one, the 100K release's u.data has none
     user_column=0,
     item_column=1,
     action_column=2,
@@ -118,6 +121,8 @@ class EventLog:
         categorical_sizes (Dict[str, int]): vocabulary size of each extra column.
         format (EventLogFormat): how it was read.
         skipped_rows (int): bad rows skipped (with ``skip_bad_rows=True``).
+        blank_rows (int): empty lines passed over.
+        header (bool): the file's first line was a header.
     """
 
     users: np.ndarray
@@ -130,16 +135,53 @@ class EventLog:
     categorical_sizes: Dict[str, int]
     format: EventLogFormat
     skipped_rows: int = 0
+    blank_rows: int = 0
+    header: bool = False
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
+
+    def report(self) -> Dict[str, int]:
+        """What the reader skipped, by kind (nothing is dropped uncounted)."""
+        return {
+            "events": len(self), "skipped_malformed_rows": self.skipped_rows,
+            "blank_rows": self.blank_rows, "header_rows": int(self.header),
+        }
+
+
+def _is_header(row: List[str], fmt: EventLogFormat) -> bool:
+    if fmt.header is not None:
+        return fmt.header
+    field = row[fmt.timestamp_column] if len(row) > fmt.timestamp_column else ""
+    try:
+        float(field)
+    except ValueError:
+        return any(c.isalpha() for c in field)  # a name, not a broken number
+    return False
+
+
+def _numbered_rows(reader: Iterator[List[str]], path: str) -> Iterator[Tuple[int, List[str]]]:
+    """``(line, row)`` pairs; a file that is not text or not delimited text is a
+    ``ValueError`` naming the file and line."""
+    line_number = 0
+    try:
+        for line_number, row in enumerate(reader, start=1):
+            yield line_number, row
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}:{line_number + 1}: not a UTF-8 text file (byte {error.object[error.start]:#04x})"
+        ) from None
+    except csv.Error as error:
+        raise ValueError(f"{path}:{line_number + 1}: {error}") from None
 
 
 def read_event_log(
     path: str, log_format: EventLogFormat, skip_bad_rows: bool = False
 ) -> EventLog:
     """Reads an event log; a bad row raises ``ValueError`` naming the file and line, or is
-    skipped and counted (``EventLog.skipped_rows``) with ``skip_bad_rows=True``.
+    skipped and counted (``EventLog.skipped_rows``, with a warning past a tenth of the
+    rows) with ``skip_bad_rows=True``. A file that is not text or holds no event is a
+    ``ValueError`` naming it.
 
     Args:
         path (str): the file.
@@ -164,11 +206,17 @@ def read_event_log(
         [fmt.user_column, fmt.item_column, fmt.action_column, fmt.timestamp_column]
         + list(fmt.categorical_columns.values())
     )
-    skipped = 0
-    with open(path, newline="") as f:
+    skipped = blank = 0
+    header = False
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter=fmt.delimiter)
-        for line_number, row in enumerate(reader, start=1):
-            if fmt.header and line_number == 1:
+        rows = _numbered_rows(reader, path)
+        for line_number, row in rows:
+            if not row or row == [""]:
+                blank += 1
+                continue
+            if line_number == 1 and _is_header(row, fmt):
+                header = True
                 continue
             try:
                 if len(row) < needed or any(
@@ -197,6 +245,11 @@ def read_event_log(
             for name, column in fmt.categorical_columns.items():
                 vocabulary = extra_ids[name]
                 extras[name].append(vocabulary.setdefault(row[column], len(vocabulary)))
+    if not users:
+        what = f"all {skipped} rows were malformed and skipped" if skipped else "no events"
+        raise ValueError(f"{path}: {what}")
+    if skipped > 0.1 * (skipped + len(users)):
+        warnings.warn(f"{path}: skipped {skipped} malformed rows of {skipped + len(users)}")
     return EventLog(
         users=np.asarray(users, dtype=np.int64),
         items=np.asarray(items, dtype=np.int64),
@@ -208,6 +261,8 @@ def read_event_log(
         categorical_sizes={name: len(v) for name, v in extra_ids.items()},
         format=fmt,
         skipped_rows=skipped,
+        blank_rows=blank,
+        header=header,
     )
 
 
@@ -280,7 +335,7 @@ class ActionLogRequests:
 
     @property
     def sparse_features(self) -> List[str]:
-        return ["user_id", "candidate_item"] + list(self.log.categoricals)
+        return ["user_id", CANDIDATE_ITEM_FEATURE] + list(self.log.categoricals)
 
     def split(self, name: str) -> np.ndarray:
         """Indices of the ``"train"`` or ``"eval"`` requests."""

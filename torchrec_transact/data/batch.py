@@ -7,6 +7,12 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
 
+# The categorical feature that carries the candidate's own item id (its pooled embedding
+# joins the ranking model's features), in every data source of this package; serving fills
+# it from the request's candidate ids.
+CANDIDATE_ITEM_FEATURE = "candidate_item"
+
+
 @dataclass
 class TransActBatch(Pipelineable):
     """Dense, categorical and action-sequence features of B examples, with labels.

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
 from torchrec_transact.data.kjt import categorical_kjt, sequence_kjt
 from torchrec_transact.data.synthetic import category_item_embeddings
 from torchrec_transact.data.tasks import CLICK, HIDE, PINTEREST_ACTIONS, SAVE
@@ -120,7 +120,7 @@ class CategoryMatchTask:
         sequence, labels = self.batch(batch_size, g)
         candidates = sequence[sequence.keys()[2]].values()
         users = torch.randint(0, 100, (batch_size,), generator=g)
-        sparse = categorical_kjt(["candidate_item", "user_bucket"], torch.stack([candidates, users], 1))
+        sparse = categorical_kjt([CANDIDATE_ITEM_FEATURE, "user_bucket"], torch.stack([candidates, users], 1))
         return TransActBatch(
             dense_features=torch.randn(batch_size, dense_in_features, generator=g),
             sparse_features=sparse,

@@ -2,7 +2,9 @@
 """Criteo click logs (Kaggle or the 24 Terabyte day files) with synthetic action sequences.
 
 Raw layout, one example per line: ``label<TAB>I1..I13<TAB>C1..C26``, 40 fields, an empty
-field is missing, C* are 8-hex-digit hashes. Features as in DLRM: dense ``log(1 + x)``,
+field is missing, C* are 8-hex-digit hashes. Exported samples often strip a line's
+trailing empty fields: a line of 14 to 39 fields reads its missing categorical fields as
+missing values, and is counted (``CriteoArrays.short_lines``). Features as in DLRM: dense ``log(1 + x)``,
 missing as 0 (negative counts, which occur in I2, are clipped to 0 first); categorical
 hashes modulo a configurable table size, missing as 0. torchrec's preprocessed numpy layout
 (``day_N_{dense,sparse,labels}.npy`` from ``BinaryCriteoUtils.tsv_to_npys``) is read too;
@@ -16,8 +18,10 @@ candidate's category (``id % num_categories``), so a sequence model has somethin
 """
 
 import math
+import re
+import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,14 +53,27 @@ class CriteoArrays:
     sparse: np.ndarray
     labels: np.ndarray
     skipped_lines: int = 0
+    short_lines: int = 0
+    blank_lines: int = 0
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def report(self) -> Dict[str, int]:
+        """What the reader skipped or repaired, by kind (nothing is dropped uncounted)."""
+        return {
+            "rows": len(self), "skipped_malformed_lines": self.skipped_lines,
+            "short_lines_read_as_missing": self.short_lines, "blank_lines": self.blank_lines,
+        }
+
+
+_HEX = re.compile(r"[0-9a-fA-F]{1,16}")  # at most 64 bits
+
 
 def _parse_line(fields: List[str]) -> Tuple[int, List[int], List[int]]:
-    if len(fields) != NUM_FIELDS:
+    if not 1 + INT_FEATURES <= len(fields) <= NUM_FIELDS:
         raise ValueError(f"expected {NUM_FIELDS} tab-separated fields, got {len(fields)}")
+    fields = fields + [""] * (NUM_FIELDS - len(fields))  # stripped trailing fields: missing
     if fields[0] not in ("0", "1"):
         raise ValueError(f"label {fields[0]!r} is not 0 or 1")
     dense = []
@@ -67,10 +84,9 @@ def _parse_line(fields: List[str]) -> Tuple[int, List[int], List[int]]:
             raise ValueError(f"dense feature I{i + 1} = {field!r} is not an integer") from None
     sparse = []
     for i, field in enumerate(fields[1 + INT_FEATURES :]):
-        try:
-            sparse.append(int(field, 16) if field else 0)
-        except ValueError:
-            raise ValueError(f"categorical feature C{i + 1} = {field!r} is not hex") from None
+        if field and not _HEX.fullmatch(field):
+            raise ValueError(f"categorical feature C{i + 1} = {field[:40]!r} is not a hex hash of at most 64 bits")
+        sparse.append(int(field, 16) if field else 0)
     return int(fields[0]), dense, sparse
 
 
@@ -82,9 +98,11 @@ def read_criteo_tsv(
 ) -> CriteoArrays:
     """Reads raw Criteo TSV files (one Kaggle ``train.txt`` or the day files in order).
 
-    A malformed line (wrong number of fields, non-integer dense value, non-hex category,
-    label other than 0/1) raises ``ValueError`` naming the file and line; with
-    ``skip_bad_lines`` it is skipped and counted instead. Garbage never becomes numbers.
+    A malformed line (more than 40 or fewer than 14 fields, non-integer dense value,
+    non-hex or wider than 64-bit category, label other than 0/1) raises ``ValueError``
+    naming the file and line; with ``skip_bad_lines`` it is skipped and counted instead
+    (with a warning when it is more than a tenth of the lines). Garbage never becomes
+    numbers. A file that is not text, or that leaves no row, is a ``ValueError`` naming it.
 
     Args:
         paths (Sequence[str]): files (any path iopath opens).
@@ -99,28 +117,47 @@ def read_criteo_tsv(
     labels: List[int] = []
     dense: List[List[int]] = []
     sparse: List[List[int]] = []
-    skipped = 0
+    skipped = short = blank = 0
     for path in paths:
-        with path_manager.open(path, "r") as f:
-            for line_number, line in enumerate(f, start=1):
-                if max_rows is not None and len(labels) >= max_rows:
-                    break
-                try:
-                    label, row_dense, row_sparse = _parse_line(line.rstrip("\n").split("\t"))
-                except ValueError as error:
-                    if skip_bad_lines:
-                        skipped += 1
+        with path_manager.open(path, "r", encoding="utf-8", newline="\n") as f:
+            line_number = 0
+            try:
+                for line_number, line in enumerate(f, start=1):
+                    if max_rows is not None and len(labels) >= max_rows:
+                        break
+                    fields = line.rstrip("\r\n").split("\t")
+                    if fields == [""]:
+                        blank += 1
                         continue
-                    raise ValueError(f"{path}:{line_number}: {error}") from None
-                labels.append(label)
-                dense.append(row_dense)
-                sparse.append(row_sparse)
+                    try:
+                        label, row_dense, row_sparse = _parse_line(fields)
+                    except ValueError as error:
+                        if skip_bad_lines:
+                            skipped += 1
+                            continue
+                        raise ValueError(f"{path}:{line_number}: {error}") from None
+                    short += len(fields) < NUM_FIELDS
+                    labels.append(label)
+                    dense.append(row_dense)
+                    sparse.append(row_sparse)
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}:{line_number + 1}: not a UTF-8 text file (byte {error.object[error.start]:#04x})"
+                ) from None
+    where = ", ".join(paths)
+    if not labels:
+        what = f"all {skipped} lines were malformed and skipped" if skipped else "no rows"
+        raise ValueError(f"{where}: {what}")
+    if skipped > 0.1 * (skipped + len(labels)):
+        warnings.warn(f"{where}: skipped {skipped} malformed lines of {skipped + len(labels)}")
     dense_array = np.asarray(dense, dtype=np.float64).reshape(-1, INT_FEATURES)
     return CriteoArrays(
         dense=np.log1p(np.maximum(dense_array, 0.0)).astype(np.float32),
         sparse=(np.asarray(sparse, dtype=np.int64).reshape(-1, CAT_FEATURES) % table_size),
         labels=np.asarray(labels, dtype=np.float32),
         skipped_lines=skipped,
+        short_lines=short,
+        blank_lines=blank,
     )
 
 

@@ -12,13 +12,39 @@ computed from raw events as they are at the request:
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_transact.data.kjt import sequence_kjt
+from torchrec_transact.data.kjt import repeat_per_candidate, sequence_kjt
+
+
+def integer_ids(values: object, what: str) -> np.ndarray:
+    """int64 ids from integers, or from floats that hold whole numbers (JSON numbers).
+
+    Raises:
+        ValueError: naming ``what`` and the first value that is not a whole number (3.7,
+            NaN, a string, a boolean), so an id is never truncated into another id.
+
+    Example::
+
+        integer_ids([3, 4.0], "candidate_ids")  # array([3, 4])
+    """
+    array = np.asarray(values)
+    if array.size == 0:
+        return array.astype(np.int64).reshape(array.shape)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(array) | (array != np.round(array)) | (np.abs(array) >= 2.0**63)
+        if not bad.any():
+            return array.astype(np.int64)
+        first = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ValueError(f"{what}[{first}] = {array.reshape(-1)[first].item()!r} is not an integer id")
+    raise ValueError(f"{what} holds {array.dtype} values, expected integer ids")
 
 
 @dataclass
@@ -37,8 +63,8 @@ class UserEvents:
 
     def __post_init__(self) -> None:
         self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
-        self.action_types = np.asarray(self.action_types, dtype=np.int64)
-        self.item_ids = np.asarray(self.item_ids, dtype=np.int64)
+        self.action_types = integer_ids(self.action_types, "UserEvents.action_types")
+        self.item_ids = integer_ids(self.item_ids, "UserEvents.item_ids")
         n = self.timestamps.shape[0]
         if self.action_types.shape != (n,) or self.item_ids.shape != (n,):
             raise ValueError(
@@ -111,24 +137,19 @@ class RequestFeatureProcessor:
             KeyedJaggedTensor: the TransAct input, each request's sequence repeated for
             each of its candidates.
         """
-        actions: List[np.ndarray] = []
-        items: List[np.ndarray] = []
-        ages: List[np.ndarray] = []
-        lengths: List[int] = []
-        candidates: List[int] = []
-        for events, request_time, candidate_ids in requests:
-            a, i, t = self.sequence(events, request_time)
-            for candidate in candidate_ids:
-                actions.append(a)
-                items.append(i)
-                ages.append(t)
-                lengths.append(a.size)
-                candidates.append(int(candidate))
+        sequences = [self.sequence(events, request_time) for events, request_time, _ in requests]
+        candidates = [integer_ids(c, "candidate_ids").reshape(-1) for _, _, c in requests]
+        index, lengths = repeat_per_candidate(
+            torch.tensor([a.size for a, _, _ in sequences], dtype=torch.long),
+            torch.tensor([c.size for c in candidates], dtype=torch.long),
+        )
+
+        def flat(column: int, dtype: type) -> torch.Tensor:
+            parts = [s[column] for s in sequences]
+            return torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))[index]
+
         return sequence_kjt(
-            torch.from_numpy(np.concatenate(actions) if actions else np.zeros(0, np.int64)),
-            torch.from_numpy(np.concatenate(items) if items else np.zeros(0, np.int64)),
-            torch.from_numpy(np.concatenate(ages) if ages else np.zeros(0, np.float32)),
-            torch.tensor(lengths, dtype=torch.long),
-            torch.tensor(candidates, dtype=torch.long),
+            flat(0, np.int64), flat(1, np.int64), flat(2, np.float32), lengths,
+            torch.from_numpy(np.concatenate(candidates) if candidates else np.zeros(0, np.int64)),
             keys=self.keys,
         )

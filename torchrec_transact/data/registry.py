@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
-from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
 
 # Criteo: categorical ids hashed into tables of this size; the last rows (in time order)
 # evaluate.
@@ -63,12 +63,15 @@ class DataSpec(ModelSpec):
         item_vectors (Optional[Callable[[int], torch.Tensor]]): ``dim`` -> pretrained
             item vectors [num_items, dim], when the source has them.
         batch_multiple (int): batch sizes must be a multiple of this (whole requests).
+        report (Dict[str, int]): what the reader counted: rows read, rows skipped or
+            repaired by kind (logged with every run).
     """
 
     train: Callable[[int, int, int], Iterator[TransActBatch]]
     evaluation: Callable[[int, int], List[TransActBatch]]
     item_vectors: Optional[Callable[[int], torch.Tensor]] = None
     batch_multiple: int = 1
+    report: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)})
@@ -84,6 +87,8 @@ class DataOptions:
         eval_batches (int): evaluation batches (over all ranks).
         max_seq_len (int): longest action sequence.
         seed (int): data stream seed.
+        skip_bad_rows (bool): skip malformed rows (counted in ``DataSpec.report``) instead
+            of failing on the first one.
     """
 
     path: Optional[str] = None
@@ -91,6 +96,7 @@ class DataOptions:
     eval_batches: int = 20
     max_seq_len: int = 100
     seed: int = 0
+    skip_bad_rows: bool = False
 
 
 DataSource = Callable[[DataOptions], DataSpec]
@@ -154,9 +160,16 @@ def open_data(name: str, options: DataOptions) -> DataSpec:
     return spec
 
 
-def _cycle(make_epoch: Callable[[int], Iterable[TransActBatch]]) -> Iterator[TransActBatch]:
+def _cycle(make_epoch: Callable[[int], Iterable[TransActBatch]], source: str) -> Iterator[TransActBatch]:
+    """Epoch after epoch; an epoch without a batch (a rank's share smaller than one batch)
+    is an error, never an endless loop."""
     for epoch in itertools.count():
-        yield from make_epoch(epoch)
+        empty = True
+        for batch in make_epoch(epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(f"{source}: an epoch of this rank's training data holds no batch")
 
 
 def _from(start: int, batches: Iterator[TransActBatch]) -> Iterator[TransActBatch]:
@@ -208,8 +221,15 @@ def _open_criteo(options: DataOptions) -> DataSpec:
     from torchrec_transact.data.tasks import PINTEREST_ACTIONS
 
     assert options.path is not None
-    arrays = read_criteo_tsv(options.path.split(","), table_size=CRITEO_TABLE_SIZE)
+    arrays = read_criteo_tsv(options.path.split(","), CRITEO_TABLE_SIZE, skip_bad_lines=options.skip_bad_rows)
     cut = int(len(arrays) * (1.0 - CRITEO_EVAL_FRACTION))  # rows are in time order
+    if cut < options.batch_size:  # only full batches train
+        raise ValueError(
+            f"criteo: {options.path}: {cut} training rows (of {len(arrays)}), fewer than one "
+            f"batch of {options.batch_size}; lower --batch-size"
+        )
+    if cut == len(arrays):
+        raise ValueError(f"criteo: {options.path}: {len(arrays)} rows leave no evaluation row")
 
     def rows(lo: int, hi: int, rank: int, world: int, seed: int) -> CriteoWithSequences:
         part = CriteoArrays(arrays.dense[lo:hi], arrays.sparse[lo:hi], arrays.labels[lo:hi])
@@ -230,10 +250,11 @@ def _open_criteo(options: DataOptions) -> DataSpec:
         sparse_tables=[(name, CRITEO_TABLE_SIZE) for name in SPARSE_NAMES],
         num_items=CRITEO_TABLE_SIZE,
         num_action_types=len(PINTEREST_ACTIONS),
-        train=lambda rank, world, start: _from(start, _cycle(lambda n: epoch(rank, world, n))),
+        train=lambda rank, world, start: _from(start, _cycle(lambda n: epoch(rank, world, n), f"criteo: {options.path}")),
         evaluation=lambda rank, world: list(
             itertools.islice(rows(cut, len(arrays), rank, world, options.seed), options.eval_batches)
         ),
+        report=arrays.report(),
     )
 
 
@@ -243,9 +264,17 @@ def _log_source(preset: str) -> DataSource:
 
         assert options.path is not None
         log, requests = load_preset(
-            preset, options.path, max_seq_len=options.max_seq_len, max_request_size=LOG_MAX_REQUEST_SIZE
+            preset, options.path, skip_bad_rows=options.skip_bad_rows, max_seq_len=options.max_seq_len,
+            max_request_size=LOG_MAX_REQUEST_SIZE,
         )
-        sparse = [("user_id", log.num_users), ("candidate_item", log.num_items)]
+        for split in ("train", "eval"):
+            if requests.split(split).size == 0:
+                raise ValueError(
+                    f"{preset}: {options.path}: no {split} requests: the time cut "
+                    f"{requests.time_cut:.0f} puts all {requests.request_time.size} requests of "
+                    f"{len(log)} events on one side (do the events span a single time?)"
+                )
+        sparse = [("user_id", log.num_users), (CANDIDATE_ITEM_FEATURE, log.num_items)]
         sparse += list(log.categorical_sizes.items())
 
         def batches(split: str, rank: int, world: int, **kwargs: object) -> Iterator[TransActBatch]:
@@ -260,11 +289,15 @@ def _log_source(preset: str) -> DataSource:
             num_action_types=len(log.format.action_names),
             train=lambda rank, world, start: _from(
                 start,
-                _cycle(lambda n: batches("train", rank, world, shuffle=True, seed=options.seed + n)),
+                _cycle(
+                    lambda n: batches("train", rank, world, shuffle=True, seed=options.seed + n),
+                    f"{preset}: {options.path}",
+                ),
             ),
             evaluation=lambda rank, world: list(
                 itertools.islice(batches("eval", rank, world), options.eval_batches)
             ),
+            report={**log.report(), "requests": int(requests.request_time.size)},
         )
 
     return open_log

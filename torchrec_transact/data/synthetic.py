@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info, IterableDataset
 
-from torchrec_transact.data.batch import TransActBatch
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
 from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
 from torchrec_transact.data.tasks import CLICK, HIDE, PINTEREST_ACTIONS, SAVE
 
 TASKS = PINTEREST_ACTIONS  # one head per action type
 DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hide_share", "hour_sin", "hour_cos")
-SPARSE_FEATURES = ("user_id", "candidate_item", "candidate_category")
+SPARSE_FEATURES = ("user_id", CANDIDATE_ITEM_FEATURE, "candidate_category")
 
 
 def category_item_embeddings(

@@ -6,8 +6,12 @@ What a request may hold, and what happens to it (never a crash deep in the model
 NaN score):
 
 * no candidates: :class:`RequestError`;
-* a candidate or categorical id outside its table: :class:`RequestError` naming the
-  feature, the candidate and the value;
+* a candidate or categorical id outside its table, or one that is not a whole number (3.7
+  never becomes item 3): :class:`RequestError` naming the feature, the candidate and the
+  value;
+* the ``candidate_item`` categorical feature (the candidate's own id): filled from
+  ``candidate_ids`` when the request leaves it out, a :class:`RequestError` when it
+  disagrees with them;
 * events logged at or after the request time (the future, or leakage in replay), events
   with a non-finite time, and events with an action type or item the model does not know
   (newer than its tables): dropped, and counted in ``ScoringResult.dropped_events``;
@@ -26,7 +30,8 @@ from typing import List, Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE
+from torchrec_transact.data.features import integer_ids, RequestFeatureProcessor, UserEvents
 from torchrec_transact.modules.transact import TransActConfig
 
 ArrayLike = Union[np.ndarray, Sequence[float], Sequence[int], torch.Tensor]
@@ -34,6 +39,13 @@ ArrayLike = Union[np.ndarray, Sequence[float], Sequence[int], torch.Tensor]
 
 class RequestError(ValueError):
     """A request that cannot be scored; the message names the field and the value."""
+
+
+def _ids(values: object, what: str) -> np.ndarray:
+    try:
+        return integer_ids(values, what)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
 
 
 @dataclass
@@ -156,7 +168,7 @@ class RequestSchema:
         Raises:
             RequestError: for a request that cannot be scored.
         """
-        candidates = np.asarray(request.candidate_ids, dtype=np.int64).reshape(-1)
+        candidates = _ids(request.candidate_ids, "candidate_ids").reshape(-1)
         n = candidates.size
         if n == 0:
             raise RequestError("the request has no candidates")
@@ -185,7 +197,7 @@ class RequestSchema:
 
         sparse = np.empty((n, len(self.sparse_feature_names)), dtype=np.int64)
         for column, name in enumerate(self.sparse_feature_names):
-            sparse[:, column] = self._categorical(request, name, n)
+            sparse[:, column] = self._categorical(request, name, candidates)
 
         events = request.events
         known = (
@@ -213,13 +225,29 @@ class RequestSchema:
             repaired_dense=repaired,
         )
 
-    def _categorical(self, request: ScoringRequest, name: str, n: int) -> np.ndarray:
+    def _categorical(self, request: ScoringRequest, name: str, candidates: np.ndarray) -> np.ndarray:
         """int64 [n], the ids of one categorical feature, checked against its table."""
+        n = candidates.size
+        if name == CANDIDATE_ITEM_FEATURE:  # one source of truth: the candidate ids
+            given = request.sparse.get(name)
+            if given is not None:
+                flat = _ids(given, f"categorical feature {name!r}").reshape(-1)
+                if flat.size not in (1, n):
+                    raise RequestError(f"categorical feature {name!r} has {flat.size} ids, expected 1 or {n}")
+                ids = np.broadcast_to(flat, (n,))
+                differ = np.flatnonzero(ids != candidates)
+                if differ.size:
+                    raise RequestError(
+                        f"categorical feature {name!r}, candidate {differ[0]}: id {ids[differ[0]]} "
+                        f"differs from candidate_ids ({candidates[differ[0]]}); leave it out, it "
+                        "is filled from candidate_ids"
+                    )
+            return candidates
         if name not in request.sparse:
             raise RequestError(
                 f"categorical feature {name!r} is missing (expected {self.sparse_feature_names})"
             )
-        ids = np.asarray(request.sparse[name], dtype=np.int64)
+        ids = _ids(request.sparse[name], f"categorical feature {name!r}")
         if ids.ndim == 0 or ids.size == 1:
             ids = np.full(n, int(ids.reshape(-1)[0]), dtype=np.int64)
         if ids.shape != (n,):
@@ -248,13 +276,14 @@ class RequestSchema:
             action_types=rng.integers(0, config.num_action_types, num_events),
             item_ids=rng.integers(0, config.num_items, num_events),
         )
+        candidates = rng.integers(0, config.num_items, num_candidates)
         return ScoringRequest(
             events=events,
             request_time=request_time,
-            candidate_ids=rng.integers(0, config.num_items, num_candidates),
+            candidate_ids=candidates,
             dense=rng.standard_normal(self.dense_width).astype(np.float32),
             sparse={
-                name: rng.integers(0, self.sparse_sizes[name], num_candidates)
+                name: candidates if name == CANDIDATE_ITEM_FEATURE else rng.integers(0, self.sparse_sizes[name], num_candidates)
                 for name in self.sparse_feature_names
             },
         )
