@@ -87,3 +87,10 @@ def assert_one_line_exit(call, code: int, message: str) -> None:
     errors = [line for line in lines if line.startswith("transact-train: error:")]
     assert len(errors) == 1 and errors[0] == lines[-1] and message in errors[0], lines
     assert not any("Traceback" in line for line in lines), lines
+
+
+def write_file(tmp_path, name: str, text: str) -> str:
+    """``text`` as the file ``tmp_path/name``; its path."""
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)

@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from torchrec_transact.data.action_logs import (
-    ActionLogRequests,
-    EventLogFormat,
-    load_preset,
-    MOVIELENS,
-    read_event_log,
-    TAOBAO,
-)
+from torchrec_transact.data.action_logs import load_preset, SessionRequests
+from torchrec_transact.data.event_format import EventFormat, preset
+from torchrec_transact.data.event_log import read_event_log
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
 
 
@@ -43,7 +38,9 @@ def _movielens(data_dir: str, **kwargs):
 
 def test_movielens_round_trip(data_dir: str) -> None:
     log, requests = _movielens(data_dir, max_seq_len=20, max_request_size=10)
-    assert len(log) == 100_000 and log.num_users == 943 and log.num_items == 1682
+    assert len(log) == 100_000
+    # Row 0 of each table is the out-of-vocabulary row.
+    assert len(log.vocabularies["user_id"]) == 944 and len(log.vocabularies["item"]) == 1683
     assert requests.tasks == ["save", "hide"]
     batch = next(requests.batches("train", batch_size=64))
     b = batch.batch_size
@@ -65,7 +62,7 @@ def test_movielens_has_no_leakage(data_dir: str) -> None:
     recomputed here from the raw log, and never includes the example's own event."""
     log, requests = _movielens(data_dir, max_seq_len=15, max_request_size=5)
     by_user = {}
-    for u, i, a, t in zip(log.users, log.items, log.actions, log.timestamps):
+    for u, i, a, t in zip(log.users, log.items, log.action_mask.argmax(1), log.timestamps):
         by_user.setdefault(int(u), []).append((float(t), int(a), int(i)))
     rng = np.random.default_rng(0)
     chosen = rng.choice(requests.split("eval"), 40, replace=False).tolist()
@@ -95,9 +92,11 @@ def test_movielens_has_no_leakage(data_dir: str) -> None:
 
 def test_time_split_and_rank_sharding(data_dir: str) -> None:
     _, requests = _movielens(data_dir, max_seq_len=10, max_request_size=10)
-    train, evaluation = requests.split("train"), requests.split("eval")
-    assert requests.request_time[train].max() < requests.time_cut <= requests.request_time[evaluation].min()
-    assert len(train) + len(evaluation) == len(requests.request_time)
+    train, valid, evaluation = requests.split("train"), requests.split("valid"), requests.split("eval")
+    times = requests.request_time
+    assert times[train].max() < requests.time_cut <= times[valid].min()
+    assert times[valid].max() < requests.valid_cut <= times[evaluation].min()
+    assert len(train) + len(valid) + len(evaluation) == len(times) and len(valid) > 0
     seen = []
     for rank in range(2):
         ids = set()
@@ -113,24 +112,24 @@ def test_time_split_and_rank_sharding(data_dir: str) -> None:
 def test_taobao_round_trip(data_dir: str) -> None:
     path = os.path.join(data_dir, "taobao_user_behavior", "UserBehavior.csv")
     log, requests = load_preset("taobao", path, max_seq_len=50)
-    assert len(log) == 4321 and log.num_users == 43
+    assert len(log) == 4321 and len(log.vocabularies["user_id"]) == 44
     batch = next(requests.batches("train", 128))
     assert batch.sparse_features.keys() == ["user_id", "candidate_item", "candidate_category"]
     assert batch.labels.shape[1] == 3  # cart, fav, buy
-    assert log.categorical_sizes["candidate_category"] > 10
+    assert len(log.vocabularies["candidate_category"]) > 10
 
 
 def test_bad_rows_name_the_line_or_are_counted(tmp_path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("1,10,100,pv,1000\n1,11,100,look,1001\n2,12,101,buy\n2,13,101,cart,yesterday\n2,14,102,fav,1005\n")
-    with pytest.raises(ValueError, match=r"log.csv:2: taobao row: behavior 'look' is not one of"):
-        read_event_log(str(path), TAOBAO)
-    log = read_event_log(str(path), TAOBAO, skip_bad_rows=True)
-    assert len(log) == 2 and log.skipped_rows == 3
+    with pytest.raises(ValueError, match=r"log.csv:2: taobao row: action value not one of"):
+        read_event_log(str(path), preset("taobao"))
+    log = read_event_log(str(path), preset("taobao"), skip_bad_rows=True)
+    assert len(log) == 2 and log.report["skipped_malformed_rows"] == 3
     ml = tmp_path / "ml.inter"
     ml.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t3\t100\n1\t3\t9\t101\n")
-    with pytest.raises(ValueError, match=r"ml.inter:3: movielens row: rating '9' outside 1..5"):
-        read_event_log(str(ml), MOVIELENS)
+    with pytest.raises(ValueError, match=r"ml.inter:3: movielens row: action value not one of"):
+        read_event_log(str(ml), preset("movielens"))
     with pytest.raises(ValueError, match="unknown event-log preset 'netflix'"):
         load_preset("netflix", str(ml))
 
@@ -141,14 +140,13 @@ def test_generic_event_log_with_named_columns(tmp_path) -> None:
         f"{1000 + 10 * k}\tu{k % 3}\ti{k % 7}\t{'click' if k % 4 else 'hide'}" for k in range(30)
     ]
     path.write_text("\n".join(rows) + "\n")
-    fmt = EventLogFormat(
-        name="clicks", delimiter="\t", header=True, user_column=1, item_column=2,
-        action_column=3, timestamp_column=0, action_names=("click", "hide"),
-        parse_action=lambda raw: raw if raw in ("click", "hide") else (_ for _ in ()).throw(ValueError(raw)),
-        tasks=("click", "hide"), task_actions={"click": ("click",), "hide": ("hide",)},
-    )
+    fmt = EventFormat.from_json({
+        "name": "clicks", "delimiter": "\t", "header": True, "user": "user", "item": "item",
+        "timestamp": "ts", "action": {"column": "event", "values": {"click": "click", "hide": "hide"}},
+        "tasks": {"click": ["click"], "hide": ["hide"]},
+    })
     log = read_event_log(str(path), fmt)
-    requests = ActionLogRequests(log, max_seq_len=5, session_gap_s=25.0, train_fraction=0.5)
+    requests = SessionRequests(log, max_seq_len=5, session_gap_s=25.0, train_fraction=0.5, valid_fraction=0.0)
     batches = list(requests.batches("train", 4)) + list(requests.batches("eval", 4))
     assert sum(b.batch_size for b in batches) == 30
     assert all(torch.equal(b.labels.sum(1), torch.ones(b.batch_size)) for b in batches)

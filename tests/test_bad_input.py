@@ -10,8 +10,9 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from helpers import assert_one_line_exit, small_config
-from torchrec_transact.data.action_logs import MOVIELENS, read_event_log
+from helpers import write_file, assert_one_line_exit, small_config
+from torchrec_transact.data.event_format import preset
+from torchrec_transact.data.event_log import read_event_log
 from torchrec_transact.data.criteo import read_criteo_tsv
 from torchrec_transact.modules.baselines import build_sequence_encoder, SEQUENCE_ENCODERS
 from torchrec_transact.train import main
@@ -43,12 +44,6 @@ def taobao_lines(users: int, events: int, same_time: bool = False, behaviors=("p
     return "".join(rows)
 
 
-def _write(tmp_path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
 # ------------------------------------------------------------------ training data
 
 
@@ -63,7 +58,7 @@ def _write(tmp_path, name: str, text: str) -> str:
     ],
 )
 def test_too_little_data_is_one_line_within_seconds(tmp_path, capsys, data, name, text, message) -> None:
-    path = _write(tmp_path, name, text)
+    path = write_file(tmp_path, name, text)
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", data, "--data-path", path, "--output-dir", str(tmp_path / "out")])
@@ -78,7 +73,7 @@ def test_binary_garbage_names_the_file(tmp_path) -> None:
     path.write_bytes(bytes(range(256)) * 4)
     assert_one_line_exit(
         lambda: main(["--data", "taobao", "--data-path", str(path), "--output-dir", str(tmp_path / "o")]),
-        2, "garbage.csv:1: not a UTF-8 text file",
+        2, "garbage.csv:2: not a UTF-8 text file",
     )
     with pytest.raises(ValueError, match="garbage.csv:1: not a UTF-8 text file"):
         read_criteo_tsv([str(path)])
@@ -88,7 +83,7 @@ def test_criteo_hash_wider_than_64_bits_is_a_line_error_or_skipped(tmp_path) -> 
     fields = criteo_lines(1, seed=1).split("\t")
     fields[14] = "1" + "f" * 16  # C1: 17 hex digits, 68 bits
     wide = "\t".join(fields)
-    path = _write(tmp_path, "wide.tsv", criteo_lines(3) + wide + criteo_lines(2, seed=2))
+    path = write_file(tmp_path, "wide.tsv", criteo_lines(3) + wide + criteo_lines(2, seed=2))
     with pytest.raises(ValueError, match=r"wide.tsv:4: categorical feature C1 = '.*' is not a hex hash of at most 64 bits"):
         read_criteo_tsv([path])
     arrays = read_criteo_tsv([path], skip_bad_lines=True)
@@ -96,7 +91,7 @@ def test_criteo_hash_wider_than_64_bits_is_a_line_error_or_skipped(tmp_path) -> 
 
 
 def test_criteo_lines_with_stripped_trailing_fields_are_missing_values_and_counted(tmp_path) -> None:
-    path = _write(tmp_path, "export.tsv", criteo_lines(4) + criteo_lines(3, seed=3, strip_trailing=2)
+    path = write_file(tmp_path, "export.tsv", criteo_lines(4) + criteo_lines(3, seed=3, strip_trailing=2)
                   + criteo_lines(2, seed=4, strip_trailing=1))
     arrays = read_criteo_tsv([path], table_size=2**40)
     assert len(arrays) == 9 and arrays.short_lines == 5
@@ -108,27 +103,27 @@ def test_criteo_lines_with_stripped_trailing_fields_are_missing_values_and_count
 def test_skipping_every_row_is_an_error_and_a_large_share_warns(tmp_path) -> None:
     bad = "".join(f"x\t{i}\n" for i in range(5))
     with pytest.raises(ValueError, match="all 5 lines were malformed and skipped"):
-        read_criteo_tsv([_write(tmp_path, "bad.tsv", bad)], skip_bad_lines=True)
+        read_criteo_tsv([write_file(tmp_path, "bad.tsv", bad)], skip_bad_lines=True)
     with pytest.warns(UserWarning, match="skipped 5 malformed lines of 8"):
-        read_criteo_tsv([_write(tmp_path, "half.tsv", criteo_lines(3) + bad)], skip_bad_lines=True)
+        read_criteo_tsv([write_file(tmp_path, "half.tsv", criteo_lines(3) + bad)], skip_bad_lines=True)
     with pytest.raises(ValueError, match="all 2 rows were malformed and skipped"):
-        read_event_log(_write(tmp_path, "bad.inter", "1\t2\tx\t3\n4\t5\t6\n"), MOVIELENS, skip_bad_rows=True)
+        read_event_log(write_file(tmp_path, "bad.inter", "1\t2\tx\t3\n4\t5\t6\n"), preset("movielens"), skip_bad_rows=True)
 
 
 def test_movielens_without_a_header_keeps_its_first_rating(tmp_path) -> None:
     rows = "196\t242\t3\t881250949\n186\t302\t5\t891717742\n22\t377\t1\t878887116\n"
-    plain = read_event_log(_write(tmp_path, "u.data", rows), MOVIELENS)
-    assert len(plain) == 3 and not plain.header
+    plain = read_event_log(write_file(tmp_path, "u.data", rows), preset("movielens"))
+    assert len(plain) == 3 and not plain.report["header_rows"]
     assert plain.timestamps[0] == 881250949.0
     recbole = read_event_log(
-        _write(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + rows), MOVIELENS
+        write_file(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + rows), preset("movielens")
     )
-    assert len(recbole) == 3 and recbole.header
+    assert len(recbole) == 3 and recbole.report["header_rows"]
     assert np.array_equal(plain.timestamps, recbole.timestamps)
 
 
 def test_output_dir_that_is_a_file_is_one_line(tmp_path) -> None:
-    path = _write(tmp_path, "taken", "")
+    path = write_file(tmp_path, "taken", "")
     assert_one_line_exit(lambda: main(["--output-dir", path]), 2, "--output-dir")
 
 
@@ -136,7 +131,7 @@ def test_counts_resume_note_and_checkpoints_of_another_model(tmp_path, capsys) -
     """Skipped and repaired rows land in metrics.jsonl and the summary; --resume without a
     checkpoint says so; a checkpoint of another model, or a truncated one, is one line."""
     lines = criteo_lines(300) + "broken line\n" + criteo_lines(100, seed=5, strip_trailing=3)
-    path = _write(tmp_path, "criteo.tsv", lines)
+    path = write_file(tmp_path, "criteo.tsv", lines)
     out = str(tmp_path / "run")
     common = ["--data", "criteo", "--data-path", path, "--batch-size", "100", *SMALL, "--output-dir", out]
     main(common + ["--steps", "2", "--skip-bad-rows", "--resume", "--model", "dlrm"])
@@ -159,7 +154,7 @@ def test_counts_resume_note_and_checkpoints_of_another_model(tmp_path, capsys) -
 
 def test_a_task_without_positives_has_undefined_auc_and_ne(tmp_path, capsys) -> None:
     """No 'buy' in the whole log: AUC and NE of buy are null in JSON and n/a in the table."""
-    path = _write(tmp_path, "no_buy.csv", taobao_lines(40, 12))
+    path = write_file(tmp_path, "no_buy.csv", taobao_lines(40, 12))
     out = str(tmp_path / "run")
     with pytest.warns(UserWarning, match="task 'buy' has no positive example"):
         results = main(["--data", "taobao", "--data-path", path, "--batch-size", "100", "--steps", "3", *SMALL,

@@ -18,7 +18,8 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 from helpers import small_config
-from torchrec_transact.data.action_logs import MOVIELENS, read_event_log, TAOBAO
+from torchrec_transact.data.event_format import preset
+from torchrec_transact.data.event_log import read_event_log
 from torchrec_transact.data.criteo import read_criteo_tsv
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
 from torchrec_transact.data.kjt import sequence_kjt
@@ -112,8 +113,8 @@ class _nothing:
 def test_readers_on_arbitrary_bytes_name_the_file_or_read_finite_rows(content: bytes) -> None:
     for suffix, read in (
         (".tsv", lambda p: read_criteo_tsv([p], table_size=1000)),
-        (".inter", lambda p: read_event_log(p, MOVIELENS)),
-        (".csv", lambda p: read_event_log(p, TAOBAO)),
+        (".inter", lambda p: read_event_log(p, preset("movielens"))),
+        (".csv", lambda p: read_event_log(p, preset("taobao"))),
     ):
         path = _file(content, suffix)
         try:
@@ -159,14 +160,14 @@ def test_event_log_reader_keeps_every_data_row_and_counts_the_rest(case, skip: b
     bad = [i for i, (kind, _) in enumerate(rows) if kind == "bad"]
     if (bad and not skip) or not good:
         with pytest.raises(ValueError, match=os.path.basename(path)):
-            read_event_log(path, MOVIELENS, skip_bad_rows=skip)
+            read_event_log(path, preset("movielens"), skip_bad_rows=skip)
         return
     with pytest.warns() if skip and len(bad) > 0.1 * (len(bad) + len(good)) else _nothing():
-        log = read_event_log(path, MOVIELENS, skip_bad_rows=skip)
-    clean = read_event_log(_file("".join(r + "\n" for r in good).encode(), ".inter"), MOVIELENS)
-    assert log.header == header and log.skipped_rows == len(bad)
-    assert log.blank_rows == sum(kind == "blank" for kind, _ in rows)
-    for name in ("users", "items", "actions", "timestamps"):
+        log = read_event_log(path, preset("movielens"), skip_bad_rows=skip)
+    clean = read_event_log(_file("".join(r + "\n" for r in good).encode(), ".inter"), preset("movielens"))
+    assert log.report["header_rows"] == header and log.report["skipped_malformed_rows"] == len(bad)
+    assert log.report["blank_rows"] == sum(kind == "blank" for kind, _ in rows)
+    for name in ("users", "items", "action_mask", "timestamps"):
         assert np.array_equal(getattr(log, name), getattr(clean, name))
 
 

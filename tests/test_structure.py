@@ -136,7 +136,7 @@ def test_model_description_round_trip_rebuilds_the_same_model(model: str) -> Non
 def test_every_encoder_keeps_the_contract_serving_relies_on(name: str) -> None:
     encoder = build_sequence_encoder(name, TransActConfig(num_action_types=3, num_items=40, latest_k=2))
     assert isinstance(encoder, SequenceEncoder)
-    assert (encoder.transformer is not None) == (name in ("transact", "bst", "vanilla_transformer"))
+    assert (encoder.transformer is not None) == (name in ("transact", "bst", "bst_action", "vanilla_transformer"))
     assert (encoder.item_table is None) == (name == "none")
     if encoder.item_table is not None:
         assert tuple(encoder.item_table.shape) == (40, 32)

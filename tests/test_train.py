@@ -132,6 +132,8 @@ def test_config_file_and_flags(tmp_path) -> None:
         ("movielens", "movielens_100k/ml-100k.inter", "dlrm"),
         ("taobao", "taobao_user_behavior/UserBehavior.csv", "dcn"),
         ("criteo", "criteo_tiny/train.tsv", "dlrm"),
+        ("kuairand", "kuairand_likehate/kuairand_27k_likehate.tsv", "dcn"),
+        ("mind", "mind_small_5k/behaviors.tsv", "dlrm"),
     ],
 )
 def test_every_data_source_trains(data_dir: str, data: str, relative: str, model: str, tmp_path) -> None:
@@ -142,7 +144,7 @@ def test_every_data_source_trains(data_dir: str, data: str, relative: str, model
          "--output-dir", str(tmp_path / data)]
     )
     metrics = results["transact"]
-    assert all(k.startswith(("auc-", "ne-", "hit@3-", "loss", "state")) for k in metrics)
+    assert all(k.startswith(("auc-", "ne-", "hit@3-", "loss", "state", "valid-", "steps", "best_step")) for k in metrics)
     assert any(k.startswith("auc-") for k in metrics)
 
 

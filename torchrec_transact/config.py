@@ -134,13 +134,24 @@ class TrainConfig(ModelConfig):
     data: str = option("synthetic", "data source", data_sources)
     data_path: Optional[str] = option(None, "the data file(s), comma-separated (every source but synthetic)")
     skip_bad_rows: bool = option(False, "skip malformed rows of the data files (counted in the log) instead of failing")
+    event_format: Optional[str] = option(None, "--data events: the log's format, a JSON file (see docs/data.md)")
+    session_gap_s: float = option(3600.0, "event logs: a longer gap between a user's rows starts a new request")
+    max_request_size: Optional[int] = option(10, "event logs: at most this many candidates per request (unset: no cap)")
+    train_fraction: float = option(0.7, "logs: requests before this quantile of request times train")
+    valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
     tasks: Optional[List[str]] = option(None, "train these of the data's tasks (default: all)")
     batch_size: int = option(500, "examples per batch and process")
     steps: int = option(400, "training steps")
     eval_interval: int = option(200, "evaluate every N steps (0: at the end only)")
-    eval_batches: int = option(20, "evaluation batches")
+    eval_batches: Optional[int] = option(None, "evaluation batches per rank (unset: the whole evaluation split; synthetic: 20)")
+    early_stopping: int = option(0, "stop after this many validations without a lower validation loss, and "
+                                    "evaluate the best weights (0: off)")
     dense_lr: float = option(1e-3, "Adam learning rate of the dense parameters")
     embedding_lr: float = option(0.05, "learning rate of the fused embedding optimizer")
+    dense_weight_decay: float = option(0.0, "decoupled weight decay of the dense parameters (AdamW)")
+    embedding_weight_decay: float = option(
+        0.0, "decoupled weight decay of the embedding tables (rowwise_adagrad and adam only)"
+    )
     embedding_optimizer: Optional[str] = option(
         None, "fused embedding optimizer (unset: rowwise_adagrad on CPU, adam on CUDA)", EMBEDDING_OPTIMIZERS
     )
@@ -169,12 +180,20 @@ class TrainConfig(ModelConfig):
 
     def check(self) -> None:
         super().check()
-        for name in ("batch_size", "steps", "eval_batches", "log_interval"):
-            if getattr(self, name) <= 0:
+        for name in ("batch_size", "steps", "eval_batches", "log_interval", "max_request_size", "session_gap_s"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be > 0")
-        for name in ("eval_interval", "checkpoint_interval"):
+        for name in ("eval_interval", "checkpoint_interval", "early_stopping", "valid_fraction",
+                     "dense_weight_decay", "embedding_weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be >= 0")
+        if not (0.0 < self.train_fraction and self.train_fraction + self.valid_fraction < 1.0):
+            raise ConfigError(
+                f"--train-fraction {self.train_fraction}, --valid-fraction {self.valid_fraction}: need 0 < train "
+                "and train + valid < 1 (the rest evaluates)"
+            )
+        if self.early_stopping and not self.eval_interval:
+            raise ConfigError("--early-stopping needs --eval-interval > 0 (it counts validations)")
         if self.resume and self.init_from:
             raise ConfigError("--resume and --init-from exclude each other")
         if self.label_weight_matrix is not None and not (

@@ -35,6 +35,9 @@ class HitAtK:
             ``sum_t w_t * p_t``; default: the probability of the first task not listed
             in ``negative_tasks``.
         negative_tasks (Sequence[str]): tasks where lower is better (for reporting).
+        min_candidates (int): requests with fewer candidates are left out: with at most
+            ``k`` candidates every ranking puts the same ones in the top ``k``. Default
+            ``k``, so a request counts when the ranking can change its top ``k``.
 
     Example::
 
@@ -42,7 +45,7 @@ class HitAtK:
         predictions = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.5, 0.5]])
         labels = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
         hit.update(predictions, labels, request_ids=torch.tensor([7, 7, 7, 7]))
-        hit.compute()  # {'hit@3-save': 2.0, 'hit@3-hide': 0.0}
+        hit.compute()  # {'hit@3-save': 2.0, 'hit@3-hide': 0.0, 'hit@3-requests': 1.0}
     """
 
     def __init__(
@@ -51,9 +54,11 @@ class HitAtK:
         k: int = 3,
         utility_weights: Optional[Dict[str, float]] = None,
         negative_tasks: Sequence[str] = tuple(NEGATIVE_TASKS),
+        min_candidates: Optional[int] = None,
     ) -> None:
         self.tasks = list(tasks)
         self.k = k
+        self.min_candidates = k + 1 if min_candidates is None else min_candidates
         self.negative_tasks = [t for t in negative_tasks if t in self.tasks]
         if utility_weights is None:
             positive = [t for t in self.tasks if t not in self.negative_tasks]
@@ -97,17 +102,24 @@ class HitAtK:
         segments = torch.cumsum(starts.long(), 0) - 1
         num_requests = int(segments[-1]) + 1
         rank = rank_within_segments(torch.ones_like(starts), segments, num_requests)
-        top = order[rank < self.k]
+        sizes = torch.bincount(segments, minlength=num_requests)
+        counted = sizes >= self.min_candidates
+        top = order[(rank < self.k) & counted[segments]]
         self.hits += labels.cpu()[top].double().sum(0)
-        self.requests += num_requests
+        self.requests += int(counted.sum())
 
-    def compute(self, process_group: Optional[dist.ProcessGroup] = None) -> Dict[str, float]:
-        """Mean hits per request for each task, summed over all ranks first."""
+    def compute(self, process_group: Optional[dist.ProcessGroup] = None) -> Dict[str, Optional[float]]:
+        """Mean hits per counted request for each task (None when no request counts),
+        summed over all ranks first, and ``hit@K-requests``, how many requests counted."""
         totals = torch.cat([self.hits, self.requests.view(1)])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals, group=process_group)
-        requests = max(float(totals[-1]), 1.0)
-        return {f"hit@{self.k}-{t}": float(totals[i]) / requests for i, t in enumerate(self.tasks)}
+        requests = float(totals[-1])
+        result: Dict[str, Optional[float]] = {
+            f"hit@{self.k}-{t}": float(totals[i]) / requests if requests else None for i, t in enumerate(self.tasks)
+        }
+        result[f"hit@{self.k}-requests"] = requests
+        return result
 
 
 def rec_tasks(tasks: Sequence[str]) -> List[RecTaskInfo]:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
@@ -33,7 +34,13 @@ from torchrec_transact.data.registry import DataOptions, DataSpec, open_data
 from torchrec_transact.distributed import init_distributed
 from torchrec_transact.loss import WeightedMultiTaskLoss
 from torchrec_transact.metrics import evaluate
-from torchrec_transact.models.factory import build_model, MODEL_JSON, model_description
+from torchrec_transact.models.factory import (
+    build_model,
+    MODEL_JSON,
+    model_description,
+    VOCABULARY_JSON,
+    vocabulary_description,
+)
 from torchrec_transact.models.train_wrapper import TransActTrain
 from torchrec_transact.run_log import RunLog
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
@@ -57,6 +64,9 @@ def open_run_data(config: TrainConfig) -> DataSpec:
         DataOptions(
             path=config.data_path, batch_size=config.batch_size, eval_batches=config.eval_batches,
             max_seq_len=config.max_seq_len, seed=config.seed, skip_bad_rows=config.skip_bad_rows,
+            event_format=config.event_format, session_gap_s=config.session_gap_s,
+            max_request_size=config.max_request_size, train_fraction=config.train_fraction,
+            valid_fraction=config.valid_fraction,
         ),
     )
 
@@ -68,7 +78,12 @@ def fused_params(config: TrainConfig, device: torch.device) -> Dict[str, Any]:
         raise ConfigError(
             f"--embedding-optimizer {name}: FBGEMM's CPU kernels support {list(CPU_EMBEDDING_OPTIMIZERS)}"
         )
-    return {"optimizer": EMBEDDING_OPTIMIZERS[name], "learning_rate": config.embedding_lr}
+    params: Dict[str, Any] = {"optimizer": EMBEDDING_OPTIMIZERS[name], "learning_rate": config.embedding_lr}
+    if config.embedding_weight_decay:
+        if name not in ("rowwise_adagrad", "adam"):
+            raise ConfigError(f"--embedding-weight-decay: FBGEMM's {name} has no weight decay; use rowwise_adagrad or adam")
+        params.update(weight_decay=config.embedding_weight_decay, weight_decay_mode=WeightDecayMode.DECOUPLE)
+    return params
 
 
 def task_loss(config: TrainConfig, tasks: Sequence[str]) -> WeightedMultiTaskLoss:
@@ -111,7 +126,10 @@ def fit(
     dmp = shard_model(model, device, fused_params(config, device))
     dense = KeyedOptimizerWrapper(
         dict(in_backward_optimizer_filter(dmp.named_parameters())),
-        lambda params: torch.optim.Adam(params, lr=config.dense_lr),
+        lambda params: (
+            torch.optim.AdamW(params, lr=config.dense_lr, weight_decay=config.dense_weight_decay)
+            if config.dense_weight_decay else torch.optim.Adam(params, lr=config.dense_lr)
+        ),
     )
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
     checkpoints = os.path.join(output_dir, "checkpoints")
@@ -149,27 +167,32 @@ def fit(
                                "data": spec.report})
     batches = _select_tasks(spec.train(rank, world, start), columns)
     evaluation = list(_select_tasks(iter(spec.evaluation(rank, world)), columns))
+    validation = list(_select_tasks(iter(spec.validation(rank, world)), columns)) if spec.validation else None
     pipeline = TrainPipelineSparseDist(dmp, optimizer, device) if use_pipeline else None
-    # What serving needs to rebuild this model from the checkpoint alone.
-    description = model_description(config, spec.model_spec(), tasks, config=dataclasses.asdict(config))
+    # What serving needs to rebuild this model, and read raw ids, from the checkpoint alone.
+    files = {MODEL_JSON: model_description(config, spec.model_spec(), tasks, config=dataclasses.asdict(config))}
+    if spec.vocabularies:
+        files[VOCABULARY_JSON] = vocabulary_description(spec.vocabularies, spec.action_names)
 
-    def checkpoint(step: int) -> None:
-        save_checkpoint(
-            checkpoints, step, {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()},
-            {"rng": torch.get_rng_state()}, files={MODEL_JSON: description},
-        )
+    def checkpoint(step: int, directory: str = checkpoints, model_only: bool = False) -> None:
+        state = {"model": dmp.state_dict()} if model_only else {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()}
+        save_checkpoint(directory, step, state, {"rng": torch.get_rng_state()}, files=files)
 
-    def evaluate_now() -> Dict[str, Optional[float]]:
+    def evaluate_now(batches: List[TransActBatch]) -> Dict[str, Optional[float]]:
         # The pipeline rewrote the sharded modules' forwards to consume its prefetched
         # batches; evaluate on the original forwards, then hand the model back.
         model = pipeline.detach() if pipeline is not None else dmp
-        result = evaluate(model, evaluation, tasks, device, world, rank)
+        result = evaluate(model, batches, tasks, device, world, rank)
         if pipeline is not None:
             pipeline.attach(model)
         return result
 
+    best_dir = os.path.join(output_dir, "best")
+    stopper = _EarlyStopping(config.early_stopping)
+
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+    step = start
     try:
         for step in range(start + 1, config.steps + 1):
             for hook in step_hooks:
@@ -189,19 +212,53 @@ def fit(
                 progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", ex_s=f"{rate:,.0f}")
                 log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate})
                 window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
-            if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:
-                log.write(step, "eval", evaluate_now())
             if config.checkpoint_interval and step % config.checkpoint_interval == 0:
                 checkpoint(step)
+            if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:
+                if validation is None:
+                    log.write(step, "eval", evaluate_now(evaluation))
+                    continue
+                result = evaluate_now(validation)
+                log.write(step, "valid", result)
+                if stopper.better(result["loss"], step):
+                    if config.early_stopping:
+                        checkpoint(step, best_dir, model_only=True)
+                elif stopper.stop:
+                    break
     finally:
         progress.close()  # an error message starts on a line of its own
-    metrics: Dict[str, Any] = evaluate_now()
-    log.write(config.steps, "eval", metrics)
-    if start < config.steps or not resume_from:
-        checkpoint(config.steps)
+    if stopper.best_step is not None and config.early_stopping and stopper.best_step != step:
+        state = {"model": dmp.state_dict()}  # the best validated weights are the result
+        load_checkpoint(os.path.join(best_dir, f"step_{stopper.best_step:08d}"), state)
+        dmp.load_state_dict(state["model"])
+    metrics: Dict[str, Any] = evaluate_now(evaluation)
+    if validation is not None:
+        metrics.update({f"valid-{k}": v for k, v in evaluate_now(validation).items()})
+    metrics["steps"], metrics["best_step"] = step, stopper.best_step if config.early_stopping else step
+    log.write(step, "eval", metrics)
+    if start < step or not resume_from:
+        checkpoint(step)
     log.close()
     metrics["state_sha256"] = state_digest(dmp)
     return metrics
+
+
+class _EarlyStopping:
+    """Counts validations without a lower loss; ``patience`` 0 never stops."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.best_step, self.misses = patience, float("inf"), None, 0
+
+    def better(self, loss: Optional[float], step: int) -> bool:
+        if loss is not None and loss < self.best:
+            self.best, self.best_step, self.misses = loss, step, 0
+            return True
+        self.misses += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience > 0 and self.misses >= self.patience
 
 
 def results_table(results: Dict[str, Dict[str, Any]], tasks: Sequence[str]) -> str:
@@ -217,6 +274,8 @@ def results_table(results: Dict[str, Dict[str, Any]], tasks: Sequence[str]) -> s
         for task in tasks:
             key = f"{metric}-{task}"
             lines.append(f"| {key} | " + " | ".join(cell(results[n].get(key)) for n in names) + " |")
+    if all("hit@3-requests" in results[n] for n in names):
+        lines.append("| hit@3 requests | " + " | ".join(f"{results[n]['hit@3-requests']:.0f}" for n in names) + " |")
     lines.append("| eval loss | " + " | ".join(cell(results[n]["loss"]) for n in names) + " |")
     return "\n".join(lines)
 

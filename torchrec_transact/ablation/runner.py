@@ -52,7 +52,8 @@ import torch
 
 from torchrec_transact.ablation.report import chart, machine, markdown, summarise, verdict
 from torchrec_transact.ablation.variants import ALL_VARIANTS, budget, comparisons, CRITEO, DATASETS
-from torchrec_transact.ablation.variants import default_variants, ENCODERS, SAMPLE_PATHS, Variant
+from torchrec_transact.ablation.variants import default_variants, ENCODERS, LOG_DATASETS, SAMPLE_PATHS, Variant
+from torchrec_transact.ablation.variants import WINDOW_CANDIDATES
 from torchrec_transact.config import ConfigError, make_config, parse_overrides, TrainConfig
 from torchrec_transact.data.registry import data_sources, needs_path
 from torchrec_transact.models.factory import load_trained_model
@@ -104,13 +105,15 @@ def variant_config(
     quick: bool,
     run_dir: str,
     train_overrides: Optional[Dict[str, Any]] = None,
+    tuned: Optional[Dict[str, Any]] = None,
 ) -> TrainConfig:
-    """The training config of one (variant, seed): the dataset's budget, then the
-    variant, then ``train_overrides`` (the flags after ``--``)."""
+    """The training config of one (variant, seed): the dataset's budget, then the settings
+    chosen on the validation split (``tuned``), then the variant, then ``train_overrides``
+    (the flags after ``--``)."""
     return make_config({
-        "data": data, "data_path": data_path, **budget(data, quick).overrides, **variant.overrides,
-        "seed": seed, "eval_interval": 0, "log_interval": 10**6, "output_dir": run_dir,
-        **(train_overrides or {}),
+        "data": data, "data_path": data_path, "eval_interval": 0, "log_interval": 10**6,
+        **budget(data, quick).overrides, **(tuned or {}), **variant.overrides,
+        "seed": seed, "output_dir": run_dir, **(train_overrides or {}),
     })
 
 
@@ -127,10 +130,28 @@ def run_variant(config: TrainConfig) -> Dict[str, float]:
     return metrics
 
 
-def _run_job(data: str, data_path: Optional[str], quick: bool, output_dir: str,
-             train_overrides: Dict[str, Any], variant: Variant, seed: int) -> Dict[str, float]:
+def _run_job(data: str, data_path: Optional[str], quick: bool, output_dir: str, train_overrides: Dict[str, Any],
+             tuned: Dict[str, Any], variant: Variant, seed: int) -> Dict[str, float]:
     run_dir = os.path.join(output_dir, "runs", variant.name, f"seed{seed}")
-    return run_variant(variant_config(data, data_path, variant, seed, quick, run_dir, train_overrides))
+    return run_variant(variant_config(data, data_path, variant, seed, quick, run_dir, train_overrides, tuned))
+
+
+def tune_window(data: str, data_path: Optional[str], quick: bool, output_dir: str, workers: int,
+                train_overrides: Dict[str, Any]) -> Tuple[float, Dict[str, float]]:
+    """The training window TransAct validates best with (seed 0): the highest validation
+    AUC of the dataset's first task, ties to the smaller window. The evaluation split is
+    never looked at. Returns the window and each candidate's validation AUC."""
+    selection = budget(data, quick).selection
+    trials = [Variant(f"window_{w:g}", {"encoder": "transact", "time_window_s": w}, f"window {w:g} s")
+              for w in WINDOW_CANDIDATES]
+    run = functools.partial(_run_job, data, data_path, quick, os.path.join(output_dir, "tuning"), train_overrides, {})
+    runs = run_all([(t, 0) for t in trials], run, workers)
+    scores = {t.name: runs[t.name][0].get(selection) for t in trials}
+    valid = {w: s for w, s in zip(WINDOW_CANDIDATES, scores.values()) if isinstance(s, float)}
+    if not valid:
+        raise ValueError(f"--tune-window: {data} has no {selection} (is there a validation split?)")
+    best = max(valid, key=lambda w: (valid[w], -w))
+    return best, {f"{w:g}": s for w, s in valid.items()}
 
 
 def _init_worker(threads: int) -> None:
@@ -182,18 +203,27 @@ def run_dataset(
     workers: int,
     train_overrides: Dict[str, Any],
     command: str,
+    tune: bool = False,
 ) -> Tuple[Dict[str, Any], str]:
     """Every variant x seed of one dataset; writes ablation.json, ablation.md and
-    ablation.png to ``output_dir``. Returns the JSON result and the markdown report."""
+    ablation.png to ``output_dir``. Returns the JSON result and the markdown report.
+    ``tune``: first choose the training window on the validation split
+    (:func:`tune_window`) and train every variant with it."""
     os.makedirs(output_dir, exist_ok=True)
     started = time.perf_counter()
-    run = functools.partial(_run_job, data, data_path, quick, output_dir, train_overrides)
+    tuned: Dict[str, Any] = {}
+    tuning: Dict[str, Any] = {}
+    if tune:
+        window, scores = tune_window(data, data_path, quick, output_dir, workers, train_overrides)
+        tuned, tuning = {"time_window_s": window}, {"time_window_s": window, budget(data, quick).selection: scores}
+        print(f"[ablation] {data}: training window {window:g} s chosen on validation ({scores})", flush=True)
+    run = functools.partial(_run_job, data, data_path, quick, output_dir, train_overrides, tuned)
     runs = run_all([(v, seed) for v in variants for seed in range(seeds)], run, workers)
     summary = summarise(runs)
     b = budget(data, quick)
     setup = {
         "data": data, "data_path": data_path, "seeds": seeds, "quick": quick,
-        "overrides": {**b.overrides, **train_overrides}, "workers": workers,
+        "overrides": {**b.overrides, **tuned, **train_overrides}, "workers": workers, "tuning": tuning,
         "minutes": (time.perf_counter() - started) / 60.0, "machine": machine(), "command": command,
     }
     report = markdown(data, variants, summary, setup)
@@ -223,6 +253,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         + ", ".join(f"{k}: <dir>/{v}" for k, v in SAMPLE_PATHS.items()),
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tune-window", action="store_true",
+                        help=f"choose the training window among {list(WINDOW_CANDIDATES)} s on the validation split first")
     parser.add_argument("--variants", help="comma-separated names (default: all of the dataset)")
     parser.add_argument("--quick", action="store_true", help="avg_pool against transact, a small budget")
     parser.add_argument("--output-dir", default="outputs/ablation")
@@ -239,11 +271,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if chosen and any(n not in ALL_VARIANTS for n in chosen):
         unknown = [n for n in chosen if n not in ALL_VARIANTS]
         parser.error(f"--variants: unknown {unknown}; known: {sorted(ALL_VARIANTS)}")
-    if args.data != "all" and args.data not in data_sources():
-        parser.error(f"--data {args.data!r}: expected one of {data_sources()} or all")
-    datasets = list(DATASETS) if args.data == "all" else [args.data]
-    if args.data == "all" and args.data_path:
-        parser.error("--data all reads every sample from --data-dir; --data-path is for one dataset")
+    if args.data not in ("all", "logs") and args.data not in data_sources():
+        parser.error(f"--data {args.data!r}: expected one of {data_sources()}, all or logs")
+    datasets = list(DATASETS) if args.data == "all" else list(LOG_DATASETS) if args.data == "logs" else [args.data]
+    if args.data in ("all", "logs") and args.data_path:
+        parser.error(f"--data {args.data} reads every sample from --data-dir; --data-path is for one dataset")
     command = "python -m torchrec_transact.ablation " + " ".join(argv)
     plans = []
     for data in datasets:
@@ -264,13 +296,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     results: Dict[str, Any] = {}
     reports: List[str] = []
     for data, path, variants in plans:
-        out = os.path.join(args.output_dir, data) if args.data == "all" else args.output_dir
+        out = os.path.join(args.output_dir, data) if args.data in ("all", "logs") else args.output_dir
         results[data], report = run_dataset(
-            data, path, variants, args.seeds, args.quick, out, args.workers, train_overrides, command
+            data, path, variants, args.seeds, args.quick, out, args.workers, train_overrides, command, args.tune_window
         )
         reports.append(report)
         print(report, flush=True)
-    if args.data == "all":
+    if args.data in ("all", "logs"):
         with open(os.path.join(args.output_dir, "ablation.md"), "w") as f:
             f.write("\n".join(reports))
         return results

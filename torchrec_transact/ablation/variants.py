@@ -26,6 +26,7 @@ ENCODERS: Tuple[Variant, ...] = tuple(
         ("lstm", "LSTM"),
         ("vanilla_transformer", "vanilla transformer"),
         ("bst", "BST (candidate appended, positions)"),
+        ("bst_action", "BST with action embedding"),
         ("transact", "TransAct"),
     )
 )
@@ -60,7 +61,13 @@ SAMPLE_PATHS = {
     "movielens": "movielens_100k/ml-100k.inter",
     "criteo": "criteo_tiny/train.tsv",
     "taobao": "taobao_user_behavior/UserBehavior_814users.csv",
+    "kuairand": "kuairand_likehate/kuairand_27k_likehate.tsv",
+    "mind": "mind_small_5k/behaviors.tsv",
 }
+# `--data logs`: the real engagement logs with several action types or real non-clicks.
+LOG_DATASETS = ("kuairand", "taobao", "mind")
+# Training windows tried on the validation split (`--tune-window`), seconds.
+WINDOW_CANDIDATES = (0.0, 600.0, 3600.0, 86400.0)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,12 @@ class Budget:
 
     overrides: Dict[str, Any] = field(hash=False)
     metrics: Tuple[Tuple[str, bool], ...]
+
+    @property
+    def selection(self) -> str:
+        """The validation metric settings are chosen by: the AUC of the first metric's task."""
+        task = self.metrics[0][0].split("-", 1)[1]
+        return f"valid-auc-{task}"
 
 
 def _hit_metrics(positive: str, negative: str) -> Tuple[Tuple[str, bool], ...]:
@@ -104,6 +117,19 @@ def budget(data: str, quick: bool) -> Budget:
             {"steps": 10 if quick else 18, "batch_size": 100, "eval_batches": 2},
             (("auc-click", True), ("ne-click", False)),
         )
+    if data in LOG_DATASETS:
+        # About two epochs, stopped early on the validation loss (checked every 40 steps);
+        # the whole evaluation split.
+        positive, negative = {"kuairand": ("like", "hate"), "taobao": ("cart", "buy"), "mind": ("click", None)}[data]
+        steps, batch = {"kuairand": (300, 200), "taobao": (300, 400), "mind": (300, 400)}[data]
+        overrides = {"steps": 60 if quick else steps, "batch_size": batch, "eval_interval": 40, "early_stopping": 2}
+        metrics: Tuple[Tuple[str, bool], ...] = ((f"auc-{positive}", True),)
+        if negative:
+            metrics += ((f"auc-{negative}", True),)
+        metrics += ((f"ne-{positive}", False), (f"hit@3-{positive}", higher_is_better(positive)))
+        if negative:
+            metrics += ((f"hit@3-{negative}", higher_is_better(negative)),)
+        return Budget(overrides, metrics)
     # Event logs (MovieLens: 200 steps are half an epoch of the 80k training examples;
     # 100 batches are every evaluation request).
     return Budget(

@@ -1,294 +1,176 @@
 #!/usr/bin/env python3
-"""Real action logs (CSV/TSV of user, item, action, time) as ranking examples.
+"""Real logs as ranking examples: requests, their candidates and labels, and each request's
+sequence, split in time into training, validation and evaluation.
 
-A *request* is one user's session: consecutive events less than ``session_gap_s`` apart.
-Every event of the session is one candidate of that request, labelled by its action; the
-request's sequence is the user's events strictly before the session's first event (built
-by :class:`RequestFeatureProcessor`: most recent first, at most ``max_seq_len``, ages in
-seconds before the session start). So no example sees its own event or any later one.
-Train and evaluation requests are split by one global time cut::
+Event logs (:class:`SessionRequests`): a *request* is one user's session, consecutive rows
+less than ``session_gap_s`` apart (at most ``max_request_size`` rows; longer sessions are
+cut into parts whose sequences include the earlier parts). Every row of the session is a
+candidate, labelled by its actions; the sequence is the user's actions strictly before the
+session (built by :class:`RequestFeatureProcessor`: most recent first, at most
+``max_seq_len``, ages in seconds before the session start), so no example sees its own
+row or a later one::
 
     user 7:  e1 e2      e3 e4 e5            e6 e7       (time ->)
              |session 1| |---session 2---|  |session 3|
     request 2 (session 2): candidates e3, e4, e5; sequence e2, e1 (most recent first)
 
-Presets read MovieLens 100K (ratings become dislike / neutral / like; tasks ``save`` =
-like and ``hide`` = dislike, as in the paper) and Taobao UserBehavior (pv, cart, fav, buy).
+Impression logs (:class:`ImpressionRequests`, MIND): a request is one row; its candidates
+are the shown items, labelled clicked or not; its sequence is the user's history of
+clicked items, which has no times: the most recent gets the age ``history_age_s`` of the
+format (a week by default) and each older one a second more, so the sequence keeps its
+order and the random training window (at most a day) never hides it.
+
+Splits: requests before the ``train_fraction`` quantile of request times train, those up
+to the ``train_fraction + valid_fraction`` quantile validate (the end of the training
+period: settings and early stopping are chosen there), the rest evaluate.
 """
 
-import csv
 import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
+from torchrec_transact.data.event_format import EventFormat
+from torchrec_transact.data.event_log import EventLog, ImpressionLog, preset_for_file, read_event_log, read_impression_log
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
 from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
 
-
-@dataclass
-class EventLogFormat:
-    """How to read one event-log file.
-
-    Args:
-        name (str): for error messages and logs.
-        delimiter (str): field separator.
-        header (Optional[bool]): the first line names the columns (and is skipped); None:
-            decide by content, a first line whose timestamp field is not a number is the
-            header (a data row is never taken for one).
-        user_column, item_column, action_column, timestamp_column (int): 0-based columns.
-        action_names (Sequence[str]): the action types, in id order.
-        parse_action (Callable[[str], str]): raw field -> one of ``action_names``; raises
-            ``ValueError`` for a value it does not know.
-        tasks (Sequence[str]): label columns.
-        task_actions (Dict[str, Sequence[str]]): the actions that make each task positive.
-        categorical_columns (Dict[str, int]): extra columns that become categorical
-            features of the candidate, by feature name.
-    """
-
-    name: str
-    delimiter: str
-    header: Optional[bool]
-    user_column: int
-    item_column: int
-    action_column: int
-    timestamp_column: int
-    action_names: Sequence[str]
-    parse_action: Callable[[str], str]
-    tasks: Sequence[str]
-    task_actions: Dict[str, Sequence[str]]
-    categorical_columns: Dict[str, int] = field(default_factory=dict)
-
-
-def _movielens_action(raw: str) -> str:
-    rating = float(raw)
-    if not 1.0 <= rating <= 5.0:
-        raise ValueError(f"rating {raw!r} outside 1..5")
-    return "dislike" if rating <= 2.0 else ("neutral" if rating < 4.0 else "like")
-
-
-def _taobao_action(raw: str) -> str:
-    if raw not in ("pv", "cart", "fav", "buy"):
-        raise ValueError(f"behavior {raw!r} is not one of pv, cart, fav, buy")
-    return raw
-
-
-MOVIELENS = EventLogFormat(
-    name="movielens",
-    delimiter="\t",
-    header=None,  # RecBole's .inter has one, the 100K release's u.data has none
-    user_column=0,
-    item_column=1,
-    action_column=2,
-    timestamp_column=3,
-    action_names=("dislike", "neutral", "like"),
-    parse_action=_movielens_action,
-    tasks=("save", "hide"),
-    task_actions={"save": ("like",), "hide": ("dislike",)},
-)
-
-TAOBAO = EventLogFormat(
-    name="taobao",
-    delimiter=",",
-    header=False,
-    user_column=0,
-    item_column=1,
-    action_column=3,
-    timestamp_column=4,
-    action_names=("pv", "cart", "fav", "buy"),
-    parse_action=_taobao_action,
-    tasks=("cart", "fav", "buy"),
-    task_actions={"cart": ("cart",), "fav": ("fav",), "buy": ("buy",)},
-    categorical_columns={"candidate_category": 2},
-)
-
-PRESETS: Dict[str, EventLogFormat] = {"movielens": MOVIELENS, "taobao": TAOBAO}
-
-
-@dataclass
-class EventLog:
-    """Parsed events; ids are remapped to 0..n-1 in order of first appearance.
-
-    Args:
-        users, items, actions (np.ndarray): int64 [E].
-        timestamps (np.ndarray): float64 [E], seconds.
-        categoricals (Dict[str, np.ndarray]): int64 [E] per extra categorical column.
-        num_users, num_items (int): vocabulary sizes.
-        categorical_sizes (Dict[str, int]): vocabulary size of each extra column.
-        format (EventLogFormat): how it was read.
-        skipped_rows (int): bad rows skipped (with ``skip_bad_rows=True``).
-        blank_rows (int): empty lines passed over.
-        header (bool): the file's first line was a header.
-    """
-
-    users: np.ndarray
-    items: np.ndarray
-    actions: np.ndarray
-    timestamps: np.ndarray
-    categoricals: Dict[str, np.ndarray]
-    num_users: int
-    num_items: int
-    categorical_sizes: Dict[str, int]
-    format: EventLogFormat
-    skipped_rows: int = 0
-    blank_rows: int = 0
-    header: bool = False
-
-    def __len__(self) -> int:
-        return int(self.users.shape[0])
-
-    def report(self) -> Dict[str, int]:
-        """What the reader skipped, by kind (nothing is dropped uncounted)."""
-        return {
-            "events": len(self), "skipped_malformed_rows": self.skipped_rows,
-            "blank_rows": self.blank_rows, "header_rows": int(self.header),
-        }
-
-
-def _is_header(row: List[str], fmt: EventLogFormat) -> bool:
-    if fmt.header is not None:
-        return fmt.header
-    field = row[fmt.timestamp_column] if len(row) > fmt.timestamp_column else ""
-    try:
-        float(field)
-    except ValueError:
-        return any(c.isalpha() for c in field)  # a name, not a broken number
-    return False
-
-
-def _numbered_rows(reader: Iterator[List[str]], path: str) -> Iterator[Tuple[int, List[str]]]:
-    """``(line, row)`` pairs; a file that is not text or not delimited text is a
-    ``ValueError`` naming the file and line."""
-    line_number = 0
-    try:
-        for line_number, row in enumerate(reader, start=1):
-            yield line_number, row
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path}:{line_number + 1}: not a UTF-8 text file (byte {error.object[error.start]:#04x})"
-        ) from None
-    except csv.Error as error:
-        raise ValueError(f"{path}:{line_number + 1}: {error}") from None
-
-
-def read_event_log(
-    path: str, log_format: EventLogFormat, skip_bad_rows: bool = False
-) -> EventLog:
-    """Reads an event log; a bad row raises ``ValueError`` naming the file and line, or is
-    skipped and counted (``EventLog.skipped_rows``, with a warning past a tenth of the
-    rows) with ``skip_bad_rows=True``. A file that is not text or holds no event is a
-    ``ValueError`` naming it.
-
-    Args:
-        path (str): the file.
-        log_format (EventLogFormat): its layout (see ``PRESETS``).
-        skip_bad_rows (bool): skip rows with a missing field, an unparsable timestamp or
-            an unknown action instead of failing.
-
-    Returns:
-        EventLog: the parsed events, in file order.
-    """
-    fmt = log_format
-    action_ids = {name: i for i, name in enumerate(fmt.action_names)}
-    user_ids: Dict[str, int] = {}
-    item_ids: Dict[str, int] = {}
-    extra_ids: Dict[str, Dict[str, int]] = {name: {} for name in fmt.categorical_columns}
-    users: List[int] = []
-    items: List[int] = []
-    actions: List[int] = []
-    times: List[float] = []
-    extras: Dict[str, List[int]] = {name: [] for name in fmt.categorical_columns}
-    needed = 1 + max(
-        [fmt.user_column, fmt.item_column, fmt.action_column, fmt.timestamp_column]
-        + list(fmt.categorical_columns.values())
-    )
-    skipped = blank = 0
-    header = False
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=fmt.delimiter)
-        rows = _numbered_rows(reader, path)
-        for line_number, row in rows:
-            if not row or row == [""]:
-                blank += 1
-                continue
-            if line_number == 1 and _is_header(row, fmt):
-                header = True
-                continue
-            try:
-                if len(row) < needed or any(
-                    not row[c].strip()
-                    for c in (fmt.user_column, fmt.item_column, fmt.action_column, fmt.timestamp_column)
-                ):
-                    raise ValueError(f"expected {needed} non-empty fields, got {row!r}")
-                try:
-                    timestamp = float(row[fmt.timestamp_column])
-                except ValueError:
-                    raise ValueError(
-                        f"unparsable timestamp {row[fmt.timestamp_column]!r}"
-                    ) from None
-                if not math.isfinite(timestamp):
-                    raise ValueError(f"non-finite timestamp {row[fmt.timestamp_column]!r}")
-                action = action_ids[fmt.parse_action(row[fmt.action_column].strip())]
-            except ValueError as error:
-                if skip_bad_rows:
-                    skipped += 1
-                    continue
-                raise ValueError(f"{path}:{line_number}: {fmt.name} row: {error}") from None
-            users.append(user_ids.setdefault(row[fmt.user_column], len(user_ids)))
-            items.append(item_ids.setdefault(row[fmt.item_column], len(item_ids)))
-            actions.append(action)
-            times.append(timestamp)
-            for name, column in fmt.categorical_columns.items():
-                vocabulary = extra_ids[name]
-                extras[name].append(vocabulary.setdefault(row[column], len(vocabulary)))
-    if not users:
-        what = f"all {skipped} rows were malformed and skipped" if skipped else "no events"
-        raise ValueError(f"{path}: {what}")
-    if skipped > 0.1 * (skipped + len(users)):
-        warnings.warn(f"{path}: skipped {skipped} malformed rows of {skipped + len(users)}")
-    return EventLog(
-        users=np.asarray(users, dtype=np.int64),
-        items=np.asarray(items, dtype=np.int64),
-        actions=np.asarray(actions, dtype=np.int64),
-        timestamps=np.asarray(times, dtype=np.float64),
-        categoricals={name: np.asarray(v, dtype=np.int64) for name, v in extras.items()},
-        num_users=len(user_ids),
-        num_items=len(item_ids),
-        categorical_sizes={name: len(v) for name, v in extra_ids.items()},
-        format=fmt,
-        skipped_rows=skipped,
-        blank_rows=blank,
-        header=header,
-    )
-
-
 DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hour_sin", "hour_cos")
+SPLITS = ("train", "valid", "eval")
 
 
-class ActionLogRequests:
-    """Sessions of an event log as requests, split by a global time cut.
+def task_matrix(fmt: EventFormat) -> np.ndarray:
+    """bool [T, A]: which actions make each task positive."""
+    names = fmt.action_names
+    return np.array([[a in fmt.tasks[t] for a in names] for t in fmt.tasks], dtype=bool)
+
+
+class LogRequests:
+    """What both kinds of log share: the time split and the batches of whole requests.
+
+    Subclasses set ``request_time`` (float64 [R]), ``request_user`` (int64 [R]) and
+    ``request_size`` (int64 [R], candidates) and implement :meth:`history` and
+    :meth:`candidates`.
+    """
+
+    def __init__(self, fmt: EventFormat, max_seq_len: int, train_fraction: float, valid_fraction: float) -> None:
+        if not (0.0 < train_fraction and valid_fraction >= 0.0 and train_fraction + valid_fraction < 1.0):
+            raise ValueError(
+                f"train_fraction={train_fraction}, valid_fraction={valid_fraction}: need 0 < train, "
+                "0 <= valid and train + valid < 1 (the rest evaluates)"
+            )
+        self.format = fmt
+        self.processor = RequestFeatureProcessor(max_seq_len)
+        self.train_fraction, self.valid_fraction = train_fraction, valid_fraction
+        self._tasks = task_matrix(fmt)
+
+    def _cut(self) -> None:
+        times = self.request_time
+        self.time_cut = float(np.quantile(times, self.train_fraction)) if times.size else 0.0
+        self.valid_cut = (
+            float(np.quantile(times, self.train_fraction + self.valid_fraction)) if self.valid_fraction else self.time_cut
+        )
+
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.format.tasks)
+
+    @property
+    def categorical_features(self) -> List[str]:
+        return []
+
+    @property
+    def sparse_features(self) -> List[str]:
+        return ["user_id", CANDIDATE_ITEM_FEATURE] + self.categorical_features
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of the ``"train"``, ``"valid"`` or ``"eval"`` requests."""
+        times = self.request_time
+        if name == "train":
+            return np.flatnonzero(times < self.time_cut)
+        if name == "valid":
+            return np.flatnonzero((times >= self.time_cut) & (times < self.valid_cut))
+        if name == "eval":
+            return np.flatnonzero(times >= self.valid_cut)
+        raise ValueError(f"split {name!r}: expected one of {list(SPLITS)}")
+
+    def history(self, request: int) -> UserEvents:
+        raise NotImplementedError
+
+    def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
+        """The requests' candidates in order: item ids [N], labels [N, T] and the
+        categorical features' ids ([N] each)."""
+        raise NotImplementedError
+
+    def batch(self, requests: Sequence[int]) -> TransActBatch:
+        """The examples (one per candidate) of whole requests."""
+        sequences = [self.processor.sequence(self.history(r), self.request_time[r]) for r in requests]
+        dense = []
+        for (actions, _, ages), r in zip(sequences, requests):
+            hours = (ages[0] / 3600.0) if ages.size else 0.0
+            hour_of_day = (self.request_time[r] % 86400.0) / 86400.0 * 2 * math.pi
+            dense.append([math.log1p(actions.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)])
+        items, labels, categoricals = self.candidates(requests)
+        per_request = torch.from_numpy(self.request_size[np.asarray(requests, dtype=np.int64)])
+        index, lengths = repeat_per_candidate(torch.tensor([s[0].size for s in sequences]), per_request)
+
+        def flat(column: int) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate([s[column] for s in sequences]))[index]
+
+        sequence = sequence_kjt(flat(0), flat(1), flat(2), lengths, torch.from_numpy(items))
+        users = np.repeat(self.request_user[np.asarray(requests, dtype=np.int64)], per_request.numpy())
+        sparse = categorical_kjt(self.sparse_features, torch.from_numpy(np.stack([users, items, *categoricals], 1)))
+        return TransActBatch(
+            dense_features=torch.tensor(dense, dtype=torch.float32).repeat_interleave(per_request, dim=0),
+            sparse_features=sparse,
+            sequence_features=sequence,
+            labels=torch.from_numpy(labels.astype(np.float32)),
+            weights=torch.ones(items.size),
+            request_ids=torch.as_tensor(np.asarray(requests, dtype=np.int64)).repeat_interleave(per_request),
+        )
+
+    def batches(
+        self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> Iterator[TransActBatch]:
+        """Batches of whole requests, about ``batch_size`` examples each (a request larger
+        than the batch is a batch of its own). Rank ``r`` of ``world_size`` reads every
+        world_size-th request."""
+        requests = self.split(split)
+        if shuffle:
+            requests = np.random.default_rng(seed).permutation(requests)
+        requests = requests[rank::world_size]
+        pending: List[int] = []
+        pending_size = 0
+        for request, size in zip(requests.tolist(), self.request_size[requests].tolist()):
+            if pending and pending_size + size > batch_size:
+                yield self.batch(pending)
+                pending, pending_size = [], 0
+            pending.append(request)
+            pending_size += size
+        if pending:
+            yield self.batch(pending)
+
+
+class SessionRequests(LogRequests):
+    """Sessions of an event log as requests (see the module docstring).
 
     Args:
-        log (EventLog): the events.
+        log (EventLog): the rows.
         max_seq_len (int): most recent actions in a sequence.
-        session_gap_s (float): a gap longer than this starts a new session (request).
-        max_request_size (Optional[int]): split longer sessions into requests of at most
-            this many events (MovieLens users rate hundreds of films in one sitting);
-            each part's sequence then includes the earlier parts.
-        train_fraction (float): the time cut is this quantile of request times; requests
-            before it are training data, the rest evaluation.
-        time_cut (Optional[float]): an explicit cut (seconds), instead of the quantile.
+        session_gap_s (float): a gap longer than this starts a new session.
+        max_request_size (Optional[int]): at most this many candidates per request.
+        train_fraction, valid_fraction (float): the time split.
 
     Example::
 
         import os
+        from torchrec_transact.data.event_format import preset
+        from torchrec_transact.data.event_log import read_event_log
         data_dir = os.environ["TRANSACT_DATA_DIR"]
-        log = read_event_log(f"{data_dir}/movielens_100k/ml-100k.inter", MOVIELENS)
-        requests = ActionLogRequests(log, max_seq_len=50)
+        log = read_event_log(f"{data_dir}/movielens_100k/ml-100k.inter", preset("movielens"))
+        requests = SessionRequests(log, max_seq_len=50)
         batch = next(requests.batches("train", batch_size=256))
     """
 
@@ -298,11 +180,11 @@ class ActionLogRequests:
         max_seq_len: int = 100,
         session_gap_s: float = 3600.0,
         max_request_size: Optional[int] = None,
-        train_fraction: float = 0.8,
-        time_cut: Optional[float] = None,
+        train_fraction: float = 0.7,
+        valid_fraction: float = 0.1,
     ) -> None:
+        super().__init__(log.format, max_seq_len, train_fraction, valid_fraction)
         self.log = log
-        self.processor = RequestFeatureProcessor(max_seq_len)
         order = np.lexsort((log.timestamps, log.users))  # by user, then time
         self._order = order
         users, times = log.users[order], log.timestamps[order]
@@ -316,114 +198,86 @@ class ActionLogRequests:
             new_session |= (np.arange(n) - session_start) % max_request_size == 0
         self.request_start = np.flatnonzero(new_session)  # positions in sorted order
         self.request_end = np.append(self.request_start[1:], n)
+        self.request_size = (self.request_end - self.request_start).astype(np.int64)
         user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
         self.history_start = user_start[self.request_start]
         self.request_time = times[self.request_start]
         self.request_user = users[self.request_start]
-        if time_cut is None:
-            time_cut = float(np.quantile(self.request_time, train_fraction)) if n else 0.0
-        self.time_cut = time_cut
-        task_masks = []
-        for task in log.format.tasks:
-            positive = [log.format.action_names.index(a) for a in log.format.task_actions[task]]
-            task_masks.append(np.isin(log.actions, positive))
-        self._labels = np.stack(task_masks, axis=1).astype(np.float32)
+        self._labels = (log.action_mask[order].astype(np.float32) @ self._tasks.T.astype(np.float32)) > 0
+        # Every action of every row, in sorted row order: the tokens of the sequences (a
+        # row with several actions is several tokens at one time; a row without is none).
+        row, action = np.nonzero(log.action_mask[order])
+        self._event_row, self._event_action = row, action
+        self._event_item, self._event_time = log.items[order][row], times[row]
+        self._cut()
 
     @property
-    def tasks(self) -> List[str]:
-        return list(self.log.format.tasks)
+    def categorical_features(self) -> List[str]:
+        return list(self.log.categoricals)
 
-    @property
-    def sparse_features(self) -> List[str]:
-        return ["user_id", CANDIDATE_ITEM_FEATURE] + list(self.log.categoricals)
+    def history(self, request: int) -> UserEvents:
+        # The user's actions before the session; only the last ~2 * max_seq_len rows can
+        # be kept after dropping duplicates, so older ones are not even looked at.
+        first_row = max(self.history_start[request], self.request_start[request] - 2 * self.processor.max_seq_len)
+        lo, hi = np.searchsorted(self._event_row, [first_row, self.request_start[request]])
+        return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
 
-    def split(self, name: str) -> np.ndarray:
-        """Indices of the ``"train"`` or ``"eval"`` requests."""
-        if name == "train":
-            return np.flatnonzero(self.request_time < self.time_cut)
-        if name == "eval":
-            return np.flatnonzero(self.request_time >= self.time_cut)
-        raise ValueError(f"split {name!r}: expected 'train' or 'eval'")
-
-    def _history(self, request: int) -> UserEvents:
-        # The user's events before the session; only the last ~2 * max_seq_len can be
-        # kept after dropping duplicates, so older ones are not even looked at.
-        start = max(self.history_start[request], self.request_start[request] - 2 * self.processor.max_seq_len)
-        index = self._order[start : self.request_start[request]]
-        return UserEvents(self.log.timestamps[index], self.log.actions[index], self.log.items[index])
-
-    def batch(self, requests: Sequence[int]) -> TransActBatch:
-        """The examples (one per event) of whole requests."""
-        actions: List[np.ndarray] = []
-        items: List[np.ndarray] = []
-        ages: List[np.ndarray] = []
-        events: List[np.ndarray] = []
-        dense: List[List[float]] = []
-        for request in requests:
-            a, i, t = self.processor.sequence(self._history(request), self.request_time[request])
-            hours = (t[0] / 3600.0) if t.size else 0.0
-            hour_of_day = (self.request_time[request] % 86400.0) / 86400.0 * 2 * math.pi
-            dense.append([math.log1p(a.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)])
-            actions.append(a)
-            items.append(i)
-            ages.append(t)
-            events.append(self._order[self.request_start[request] : self.request_end[request]])
-        event_index = np.concatenate(events)
-        batch_size = event_index.size
-        per_request = torch.tensor([e.size for e in events], dtype=torch.long)
-        index, lengths = repeat_per_candidate(torch.tensor([a.size for a in actions]), per_request)
-        sequence = sequence_kjt(
-            torch.from_numpy(np.concatenate(actions))[index],
-            torch.from_numpy(np.concatenate(items))[index],
-            torch.from_numpy(np.concatenate(ages))[index],
-            lengths,
-            torch.from_numpy(self.log.items[event_index]),
-        )
-        sparse_values = [self.log.users[event_index], self.log.items[event_index]]
-        sparse_values += [v[event_index] for v in self.log.categoricals.values()]
-        return TransActBatch(
-            dense_features=torch.tensor(dense, dtype=torch.float32).repeat_interleave(per_request, dim=0),
-            sparse_features=categorical_kjt(self.sparse_features, torch.from_numpy(np.stack(sparse_values, 1))),
-            sequence_features=sequence,
-            labels=torch.from_numpy(self._labels[event_index]),
-            weights=torch.ones(batch_size),
-            request_ids=torch.tensor(requests, dtype=torch.long).repeat_interleave(per_request),
-        )
-
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> Iterator[TransActBatch]:
-        """Batches of whole requests, about ``batch_size`` examples each (a request larger
-        than the batch is a batch of its own). Rank ``r`` of ``world_size`` reads every
-        world_size-th request."""
-        requests = self.split(split)
-        if shuffle:
-            requests = np.random.default_rng(seed).permutation(requests)
-        requests = requests[rank::world_size]
-        sizes = self.request_end[requests] - self.request_start[requests]
-        pending: List[int] = []
-        pending_size = 0
-        for request, size in zip(requests.tolist(), sizes.tolist()):
-            if pending and pending_size + size > batch_size:
-                yield self.batch(pending)
-                pending, pending_size = [], 0
-            pending.append(request)
-            pending_size += size
-        if pending:
-            yield self.batch(pending)
+    def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
+        positions = np.concatenate([np.arange(self.request_start[r], self.request_end[r]) for r in requests])
+        rows = self._order[positions]
+        categoricals = [self.log.categoricals[name][rows] for name in self.categorical_features]
+        return self.log.items[rows], self._labels[positions], categoricals
 
 
-def load_preset(
-    name: str, path: str, skip_bad_rows: bool = False, **request_args: object
-) -> Tuple[EventLog, ActionLogRequests]:
-    """Reads a preset log (``movielens`` or ``taobao``) and builds its requests."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown event-log preset {name!r}; known: {sorted(PRESETS)}")
-    log = read_event_log(path, PRESETS[name], skip_bad_rows)
-    return log, ActionLogRequests(log, **request_args)  # type: ignore[arg-type]
+class ImpressionRequests(LogRequests):
+    """The rows of an impression log as requests (see the module docstring).
+
+    Args:
+        log (ImpressionLog): the rows.
+        max_seq_len (int): most recent history items in a sequence.
+        train_fraction, valid_fraction (float): the time split.
+    """
+
+    def __init__(
+        self, log: ImpressionLog, max_seq_len: int = 100, train_fraction: float = 0.7, valid_fraction: float = 0.1
+    ) -> None:
+        super().__init__(log.format, max_seq_len, train_fraction, valid_fraction)
+        self.log = log
+        self.request_time, self.request_user = log.timestamps, log.users
+        self.request_size = log.candidate_lengths
+        self._candidate_start = np.concatenate([[0], np.cumsum(log.candidate_lengths)])
+        self._history_start = np.concatenate([[0], np.cumsum(log.history_lengths)])
+        names = log.format.action_names
+        self._history_action = names.index(log.format.history_action)
+        # A clicked impression is the impression action: positive for the tasks it is in.
+        self._clicked_labels = self._tasks[:, names.index(log.format.impression_action)]
+        self._cut()
+
+    def history(self, request: int) -> UserEvents:
+        items = self.log.history[self._history_start[request] : self._history_start[request + 1]]
+        ages = self.log.format.history_age_s + np.arange(items.size)[::-1]  # oldest first
+        return UserEvents(self.request_time[request] - ages, np.full(items.size, self._history_action), items)
+
+    def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
+        spans = np.concatenate([np.arange(self._candidate_start[r], self._candidate_start[r + 1]) for r in requests])
+        clicked = self.log.clicked[spans]
+        return self.log.candidates[spans], clicked[:, None] & self._clicked_labels[None, :], []
+
+
+def open_log(
+    fmt: EventFormat, path: str, skip_bad_rows: bool = False, session_gap_s: float = 3600.0,
+    max_request_size: Optional[int] = None, **split_args: object,
+) -> Tuple[object, LogRequests]:
+    """Reads a log in ``fmt`` and builds its requests: (the log, its requests)."""
+    if fmt.is_impression_log:
+        impressions = read_impression_log(path, fmt, skip_bad_rows)
+        return impressions, ImpressionRequests(impressions, **split_args)  # type: ignore[arg-type]
+    log = read_event_log(path, fmt, skip_bad_rows)
+    requests = SessionRequests(log, session_gap_s=session_gap_s, max_request_size=max_request_size, **split_args)  # type: ignore[arg-type]
+    return log, requests
+
+
+def load_preset(name: str, path: str, skip_bad_rows: bool = False, **request_args: object) -> Tuple[object, LogRequests]:
+    """Reads a preset log (``movielens``, ``taobao``, ``kuairand``, ``kuairand_likehate``,
+    ``mind``) and builds its requests."""
+    return open_log(preset_for_file(name, path), path, skip_bad_rows, **request_args)  # type: ignore[arg-type]

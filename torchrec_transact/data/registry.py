@@ -13,11 +13,14 @@ checkpoint, so a model is rebuilt for serving without opening the data again.
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TYPE_CHECKING
 
 import torch
 
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
+
+if TYPE_CHECKING:
+    from torchrec_transact.data.event_format import EventFormat
 
 # Criteo: categorical ids hashed into tables of this size; the last rows (in time order)
 # evaluate.
@@ -26,6 +29,8 @@ CRITEO_EVAL_FRACTION = 0.1
 # Event logs: a session longer than this is split into requests of at most this many
 # candidates (MovieLens users rate hundreds of films in one sitting).
 LOG_MAX_REQUEST_SIZE = 10
+# Synthetic data is endless: evaluate this many batches per rank unless told otherwise.
+SYNTHETIC_EVAL_BATCHES = 20
 
 
 @dataclass
@@ -65,6 +70,12 @@ class DataSpec(ModelSpec):
         batch_multiple (int): batch sizes must be a multiple of this (whole requests).
         report (Dict[str, int]): what the reader counted: rows read, rows skipped or
             repaired by kind (logged with every run).
+        validation (Optional[Callable[[int, int], List[TransActBatch]]]): this rank's
+            batches of the validation split (the end of the training period), if any.
+        vocabularies (Dict[str, List[str]]): per categorical feature whose ids come from
+            raw ids, the raw id of each table row from row 1 (row 0: out of vocabulary);
+            saved with checkpoints so a model is served by raw ids.
+        action_names (List[str]): the action types, in id order.
     """
 
     train: Callable[[int, int, int], Iterator[TransActBatch]]
@@ -72,6 +83,9 @@ class DataSpec(ModelSpec):
     item_vectors: Optional[Callable[[int], torch.Tensor]] = None
     batch_multiple: int = 1
     report: Dict[str, int] = dataclasses.field(default_factory=dict)
+    validation: Optional[Callable[[int, int], List[TransActBatch]]] = None
+    vocabularies: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    action_names: List[str] = dataclasses.field(default_factory=list)
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)})
@@ -84,19 +98,29 @@ class DataOptions:
     Args:
         path (Optional[str]): the file(s); comma-separated for several.
         batch_size (int): examples per batch.
-        eval_batches (int): evaluation batches (over all ranks).
+        eval_batches (Optional[int]): evaluation batches (None: the whole evaluation
+            split; synthetic data: 20 per rank).
         max_seq_len (int): longest action sequence.
         seed (int): data stream seed.
         skip_bad_rows (bool): skip malformed rows (counted in ``DataSpec.report``) instead
             of failing on the first one.
+        event_format (Optional[str]): the JSON format of ``--data events``.
+        session_gap_s (float): event logs: a longer gap starts a new request.
+        max_request_size (Optional[int]): event logs: at most this many candidates.
+        train_fraction, valid_fraction (float): logs: the time split (the rest evaluates).
     """
 
     path: Optional[str] = None
     batch_size: int = 500
-    eval_batches: int = 20
+    eval_batches: Optional[int] = None
     max_seq_len: int = 100
     seed: int = 0
     skip_bad_rows: bool = False
+    event_format: Optional[str] = None
+    session_gap_s: float = 3600.0
+    max_request_size: Optional[int] = LOG_MAX_REQUEST_SIZE
+    train_fraction: float = 0.7
+    valid_fraction: float = 0.1
 
 
 DataSource = Callable[[DataOptions], DataSpec]
@@ -199,7 +223,7 @@ def _open_synthetic(options: DataOptions) -> DataSpec:
         num_action_types=sc.num_action_types,
         train=lambda rank, world, start: _from(start, iter(stream(rank, world))),
         evaluation=lambda rank, world: list(
-            stream(rank, world, num_batches=options.eval_batches * world, split="eval")
+            stream(rank, world, num_batches=(options.eval_batches or SYNTHETIC_EVAL_BATCHES) * world, split="eval")
         ),
         # The paper starts from pretrained (PinSage) item vectors; these are the
         # synthetic catalogue's category-clustered stand-in.
@@ -258,49 +282,69 @@ def _open_criteo(options: DataOptions) -> DataSpec:
     )
 
 
-def _log_source(preset: str) -> DataSource:
-    def open_log(options: DataOptions) -> DataSpec:
-        from torchrec_transact.data.action_logs import DENSE_FEATURES, load_preset
+def _log_format(name: str, options: DataOptions) -> "EventFormat":
+    from torchrec_transact.data.event_format import load_event_format
+    from torchrec_transact.data.event_log import preset_for_file
+
+    if name == "events":
+        if not options.event_format:
+            raise ValueError("--data events needs --event-format FORMAT.json (see torchrec_transact.data.event_format)")
+        return load_event_format(options.event_format)
+    return preset_for_file(name, str(options.path))
+
+
+def _log_source(name: str) -> DataSource:
+    def open_log_source(options: DataOptions) -> DataSpec:
+        from torchrec_transact.data.action_logs import DENSE_FEATURES, open_log
 
         assert options.path is not None
-        log, requests = load_preset(
-            preset, options.path, skip_bad_rows=options.skip_bad_rows, max_seq_len=options.max_seq_len,
-            max_request_size=LOG_MAX_REQUEST_SIZE,
+        fmt = _log_format(name, options)
+        log, requests = open_log(
+            fmt, options.path, skip_bad_rows=options.skip_bad_rows, session_gap_s=options.session_gap_s,
+            max_request_size=options.max_request_size, max_seq_len=options.max_seq_len,
+            train_fraction=options.train_fraction, valid_fraction=options.valid_fraction,
         )
-        for split in ("train", "eval"):
+        for split in ("train", "eval") + (("valid",) if options.valid_fraction else ()):
             if requests.split(split).size == 0:
                 raise ValueError(
-                    f"{preset}: {options.path}: no {split} requests: the time cut "
-                    f"{requests.time_cut:.0f} puts all {requests.request_time.size} requests of "
-                    f"{len(log)} events on one side (do the events span a single time?)"
+                    f"{name}: {options.path}: no {split} requests: the time cuts put all "
+                    f"{requests.request_time.size} requests of {len(log)} rows elsewhere (do the "
+                    "rows span a single time?)"
                 )
-        sparse = [("user_id", log.num_users), (CANDIDATE_ITEM_FEATURE, log.num_items)]
-        sparse += list(log.categorical_sizes.items())
+        vocabularies = {
+            feature: log.vocabularies[key]  # type: ignore[attr-defined]
+            for feature, key in [("user_id", "user_id"), (CANDIDATE_ITEM_FEATURE, "item")]
+            + [(c, c) for c in requests.categorical_features]
+        }
 
         def batches(split: str, rank: int, world: int, **kwargs: object) -> Iterator[TransActBatch]:
             return requests.batches(split, options.batch_size, rank=rank, world_size=world, **kwargs)
+
+        def evaluation(split: str) -> Callable[[int, int], List[TransActBatch]]:
+            return lambda rank, world: list(itertools.islice(batches(split, rank, world), options.eval_batches))
 
         return DataSpec(
             tasks=requests.tasks,
             dense_in_features=len(DENSE_FEATURES),
             user_embedding_dim=0,
-            sparse_tables=sparse,
-            num_items=log.num_items,
-            num_action_types=len(log.format.action_names),
+            sparse_tables=[(feature, len(vocab)) for feature, vocab in vocabularies.items()],
+            num_items=len(vocabularies[CANDIDATE_ITEM_FEATURE]),
+            num_action_types=len(fmt.action_names),
             train=lambda rank, world, start: _from(
                 start,
                 _cycle(
                     lambda n: batches("train", rank, world, shuffle=True, seed=options.seed + n),
-                    f"{preset}: {options.path}",
+                    f"{name}: {options.path}",
                 ),
             ),
-            evaluation=lambda rank, world: list(
-                itertools.islice(batches("eval", rank, world), options.eval_batches)
-            ),
-            report={**log.report(), "requests": int(requests.request_time.size)},
+            evaluation=evaluation("eval"),
+            validation=evaluation("valid") if options.valid_fraction else None,
+            report={**log.report, "requests": int(requests.request_time.size)},  # type: ignore[attr-defined]
+            vocabularies={feature: vocab.raw_ids for feature, vocab in vocabularies.items()},
+            action_names=list(fmt.action_names),
         )
 
-    return open_log
+    return open_log_source
 
 
 register_data_source(
@@ -308,5 +352,11 @@ register_data_source(
     description="the package's generated users, sessions and requests of 10 candidates",
 )
 register_data_source("criteo", _open_criteo, description="Criteo TSV day files with synthetic sequences")
-register_data_source("movielens", _log_source("movielens"), description="MovieLens 100K ratings (u.data or .inter)")
+register_data_source("events", _log_source("events"), description="your own log, read by --event-format FORMAT.json")
+register_data_source(
+    "movielens", _log_source("movielens"),
+    description="MovieLens ratings, any official layout (100K u.data, .inter, 1M/10M ::, CSV releases)",
+)
 register_data_source("taobao", _log_source("taobao"), description="Taobao UserBehavior CSV")
+register_data_source("kuairand", _log_source("kuairand"), description="KuaiRand log (official columns or the like/hate sample)")
+register_data_source("mind", _log_source("mind"), description="MIND behaviors.tsv (one request per impression row)")

@@ -27,6 +27,7 @@ from torchrec_transact.models.train_wrapper import TransActTrain
 from torchrec_transact.modules.baselines import build_sequence_encoder
 
 MODEL_JSON = "model.json"
+VOCABULARY_JSON = "vocabulary.json"  # raw ids of the tables, for models trained on logs
 # The dense arches of the models transact-train builds.
 DENSE_ARCH_LAYER_SIZES = [64]
 OVER_ARCH_LAYER_SIZES = [256, 128]
@@ -92,6 +93,12 @@ def model_description(model: ModelConfig, spec: ModelSpec, tasks: Sequence[str],
     return json.dumps(description, indent=1)
 
 
+def vocabulary_description(vocabularies: Dict[str, List[str]], action_names: Sequence[str]) -> str:
+    """The ``vocabulary.json`` text: per categorical feature, the raw id of each table row
+    from row 1 (row 0 is the out-of-vocabulary row), and the action names in id order."""
+    return json.dumps({"features": vocabularies, "actions": list(action_names)})
+
+
 def read_model_description(text: str) -> Tuple[ModelConfig, ModelSpec, List[str]]:
     """Parses ``model.json`` (also the layout of earlier releases, whose ``config`` held
     the whole training config and ``encoder`` the encoder)."""
@@ -126,7 +133,8 @@ def load_trained_model(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
 
     Returns:
         Tuple[nn.Module, Dict[str, Any]]: the ranking model in evaluation mode and the
-        parsed ``model.json`` plus ``checkpoint`` (the path read).
+        parsed ``model.json`` plus ``checkpoint`` (the path read) and, for models trained
+        on a log, ``vocabulary`` (the parsed ``vocabulary.json``).
 
     Raises:
         CheckpointError: no checkpoint, no ``model.json``, or weights that do not fit.
@@ -151,4 +159,8 @@ def load_trained_model(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
     wrapper.load_state_dict(state["model"])
     info: Dict[str, Any] = {**json.loads(text), "checkpoint": path}
     info.setdefault("encoder", config.encoder)
+    vocabulary = os.path.join(path, VOCABULARY_JSON)
+    if os.path.exists(vocabulary):
+        with open(vocabulary) as f:
+            info["vocabulary"] = json.load(f)
     return wrapper.model.eval(), info

@@ -18,6 +18,7 @@ name                   encoder
 ``lstm``               :class:`LSTMEncoder`: LSTM over the sequence, oldest first
 ``vanilla_transformer``:class:`VanillaTransformer`: item tokens only, no early fusion
 ``bst``                :class:`BST`: candidate appended as a token, positional embeddings
+``bst_action``         :class:`BSTWithActions`: BST with the action embedding
 ``transact``           :class:`TransAct`
 =====================  ========================================================
 """
@@ -334,18 +335,28 @@ class BST(TransAct):
         encoder.output_dim  # (10 + 1) * 32
     """
 
+    with_actions: bool = False
+
     def __init__(
         self, config: TransActConfig, device: Optional[torch.device] = None
     ) -> None:
-        super().__init__(
-            dataclasses.replace(
-                config,
-                action_embedding_dim=0,
-                early_fusion="append",
-                positional_encoding=True,
-            ),
-            device,
-        )
+        overrides = dict(early_fusion="append", positional_encoding=True)
+        if not self.with_actions:
+            overrides["action_embedding_dim"] = 0
+        super().__init__(dataclasses.replace(config, **overrides), device)
+
+
+class BSTWithActions(BST):
+    """BST with the action embedding in its tokens (the BST paper's "other features"), so
+    it can tell a hated history item from a liked one: tokens ``[action; item]``.
+
+    Example::
+
+        encoder = BSTWithActions(TransActConfig(num_action_types=3, num_items=10))
+        encoder.output_dim  # (10 + 1) * 64
+    """
+
+    with_actions = True
 
 
 SEQUENCE_ENCODERS: Dict[str, Callable[..., nn.Module]] = {
@@ -357,6 +368,7 @@ SEQUENCE_ENCODERS: Dict[str, Callable[..., nn.Module]] = {
     "lstm": LSTMEncoder,
     "vanilla_transformer": VanillaTransformer,
     "bst": BST,
+    "bst_action": BSTWithActions,
 }
 
 

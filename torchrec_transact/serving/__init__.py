@@ -36,6 +36,7 @@ from torchrec_transact.serving.dedup import RequestTransAct
 from torchrec_transact.serving.export import export_scorer
 from torchrec_transact.serving.packing import pack, unpack
 from torchrec_transact.serving.predictor import Predictor, ServingConfig
+from torchrec_transact.serving.raw_ids import RawIdTranslator, RawRequest
 from torchrec_transact.serving.request import (
     PreparedRequest,
     RequestError,
@@ -53,6 +54,8 @@ __all__ = [
     "FusedEmbeddingLookup",
     "Predictor",
     "PreparedRequest",
+    "RawIdTranslator",
+    "RawRequest",
     "RequestError",
     "RequestSchema",
     "RequestScorer",

@@ -10,8 +10,9 @@ request scorer take the model's own forward on the repeated batch (the naive pat
 the reference for tests).
 """
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -22,6 +23,7 @@ from torchrec_transact.models.protocol import RankingModel
 from torchrec_transact.serving.cuda_graphs import CapturedBucket
 from torchrec_transact.serving.export import export_scorer
 from torchrec_transact.serving.packing import to_device
+from torchrec_transact.serving.raw_ids import RawIdTranslator, RawRequest
 from torchrec_transact.serving.request import (
     PreparedRequest,
     RequestSchema,
@@ -68,6 +70,8 @@ class Predictor:
     Args:
         model (RankingModel): a ``TransActDCN`` or ``TransActDLRM``, unsharded.
         config (ServingConfig): device, precision, buckets.
+        vocabulary (Optional[Dict[str, Any]]): the parsed ``vocabulary.json`` of a model
+            trained on a log: :meth:`score_raw` then takes raw ids.
 
     ``Predictor.from_checkpoint("outputs/main")`` loads what ``transact-train`` saved. The
     model's categorical tables become views of the fused lookup's matrices (one copy of the
@@ -98,8 +102,13 @@ class Predictor:
         result.dropped_events     # 1
     """
 
-    def __init__(self, model: RankingModel, config: Optional[ServingConfig] = None) -> None:
+    def __init__(
+        self, model: RankingModel, config: Optional[ServingConfig] = None, vocabulary: Optional[Dict[str, Any]] = None
+    ) -> None:
         self.config = config or ServingConfig()
+        self.raw_ids: Optional[RawIdTranslator] = (
+            RawIdTranslator(vocabulary["features"], vocabulary["actions"]) if vocabulary else None
+        )
         self.device = torch.device(self.config.device)
         self.model = model.eval().to(self.device)  # type: ignore[attr-defined]
         self.sequence_config = model.sequence_encoder.config
@@ -149,8 +158,8 @@ class Predictor:
                 directory or the run's output directory (the latest checkpoint of either).
             config (Optional[ServingConfig]): how to serve.
         """
-        model, _ = load_trained_model(path)
-        return cls(model, config)
+        model, info = load_trained_model(path)
+        return cls(model, config, info.get("vocabulary"))
 
     # ------------------------------------------------------------------ requests
 
@@ -188,6 +197,15 @@ class Predictor:
         else:
             probabilities = self.score_prepared(prepared).cpu()
         return self._result(prepared, probabilities)
+
+    def score_raw(self, request: RawRequest) -> ScoringResult:
+        """Scores a request in the training log's raw ids (a model trained on a log and
+        loaded with :meth:`from_checkpoint`); see :mod:`torchrec_transact.serving.raw_ids`
+        for unknown ids."""
+        if self.raw_ids is None:
+            raise ValueError("this model was not trained on a log with raw ids (no vocabulary.json); use score()")
+        translated, unknown = self.raw_ids.translate(request)
+        return dataclasses.replace(self.score(translated), unknown_ids=unknown)
 
     def score_naive(self, request: ScoringRequest) -> ScoringResult:
         """The same scores through the model's own batched forward: the processor repeats

@@ -80,6 +80,8 @@ class ScoringResult:
         dropped_events (int): events left out: unknown action or item, non-finite
             time, logged at or after the request time.
         repaired_dense (int): non-finite dense values replaced by 0.
+        unknown_ids (int): raw ids the training log never had, scored with the shared
+            out-of-vocabulary row (:meth:`Predictor.score_raw`).
     """
 
     tasks: List[str]
@@ -87,6 +89,7 @@ class ScoringResult:
     sequence_length: int
     dropped_events: int
     repaired_dense: int
+    unknown_ids: int = 0
 
     def __getitem__(self, task: str) -> torch.Tensor:
         """float [N], the probabilities of one task."""
