@@ -21,6 +21,7 @@ setup(
         "tqdm",
         "iopath",
         "numpy",
+        "pyarrow",
     ],
     entry_points={"console_scripts": ["transact-train=torchrec_transact.train:cli"]},
     extras_require={

@@ -60,3 +60,29 @@ def test_unknown_variant_and_missing_sample_are_command_line_errors(tmp_path) ->
         main(["--variants", "transact,nope", "--output-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["--data", "criteo", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path)])
+
+
+def test_the_training_window_is_chosen_on_validation_only(monkeypatch, tmp_path) -> None:
+    """The window with the best validation AUC wins (ties to the smaller); the evaluation
+    split's numbers play no part."""
+    from torchrec_transact.ablation import runner
+    from torchrec_transact.ablation.variants import WINDOW_CANDIDATES
+
+    valid = {0.0: 0.70, 600.0: 0.74, 3600.0: 0.74, 86400.0: 0.71}
+    evaluation = {0.0: 0.99, 600.0: 0.50, 3600.0: 0.50, 86400.0: 0.50}  # would pick 0 if read
+
+    def fake_run_all(jobs, run, workers):
+        return {v.name: [{"valid-auc-like": valid[v.overrides["time_window_s"]],
+                          "auc-like": evaluation[v.overrides["time_window_s"]]}] for v, _ in jobs}
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    window, scores = runner.tune_window("kuairand", "unused.tsv", False, str(tmp_path), 1, {})
+    assert window == 600.0 and set(scores) == {f"{w:g}" for w in WINDOW_CANDIDATES}
+    config = runner.variant_config("kuairand", "unused.tsv", ENCODERS[0], 0, False, str(tmp_path), {},
+                                   {"time_window_s": window})
+    assert config.time_window_s == 600.0 and config.early_stopping == 2 and config.eval_interval == 40
+    # The no-window ablation keeps its own window: the variant comes after the tuned value.
+    from torchrec_transact.ablation.variants import PARTS
+
+    no_window = next(v for v in PARTS if v.name == "no_time_window")
+    assert runner.variant_config("kuairand", "x", no_window, 0, False, "o", {}, {"time_window_s": 600.0}).time_window_s == 0
