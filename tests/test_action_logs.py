@@ -75,7 +75,7 @@ def test_movielens_has_no_leakage(data_dir: str) -> None:
     for request in chosen:
         user, start = int(requests.request_user[request]), float(requests.request_time[request])
         events = sorted({e for e in by_user[user] if e[0] < start}, key=lambda e: (-e[0], e[1], e[2]))[:15]
-        size = int(requests.request_end[request] - requests.request_start[request])
+        size = int(requests.request_size[request])
         own = log.timestamps[requests._order[requests.request_start[request]:requests.request_end[request]]]
         assert (own >= start).all()
         for _ in range(size):

@@ -157,7 +157,7 @@ def test_a_model_trained_on_a_log_is_served_by_raw_ids(tmp_path, data_dir: str) 
             event_times=history.timestamps, event_actions=[names[a] for a in history.action_types],
             event_items=[items[i - 1] for i in history.item_ids], request_time=float(requests.request_time[request]),
             candidates=[items[i - 1] for i in batch.sequence_features["candidate_item_id"].values().tolist()],
-            dense=batch.dense_features[0].numpy(), sparse={"user_id": users[int(requests.request_user[request]) - 1]},
+            sparse={"user_id": users[int(requests.request_user[request]) - 1]},  # dense: computed as training did
         )
         result = predictor.score_raw(raw)
         torch.testing.assert_close(result.probabilities, expected, atol=1e-5, rtol=1e-4)
@@ -169,3 +169,75 @@ def test_a_model_trained_on_a_log_is_served_by_raw_ids(tmp_path, data_dir: str) 
     unseen = RawRequest([], [], [], 1.7e12, ["no-such-video", items[0]], np.zeros(4), {"user_id": "nobody"})
     result = predictor.score_raw(unseen)
     assert result.unknown_ids == 2 and torch.isfinite(result.probabilities).all()
+
+
+def test_rare_ids_share_the_unknown_row(data_dir: str) -> None:
+    """--min-id-count: ids seen fewer times in the training requests map to row 0, in
+    training and at serving alike (the vocabulary shrinks to the kept ids)."""
+    path = os.path.join(data_dir, "kuairand_likehate", "kuairand_27k_likehate.tsv")
+    full, _ = load_preset("kuairand", path)
+    log, requests = load_preset("kuairand", path, min_id_count=3)
+    train = requests.split("train")
+    rows = requests._order[np.concatenate([np.arange(requests.request_start[r], requests.request_end[r]) for r in train])]
+    counts = np.bincount(log.items[rows], minlength=len(log.vocabularies["item"]))
+    assert (counts[1:] >= 3).all() and len(log.vocabularies["item"]) < len(full.vocabularies["item"])
+    # The same rows, each item either kept under its raw id or sent to row 0.
+    kept = log.vocabularies["item"].raw_ids
+    raw_full = np.array(full.vocabularies["item"].raw_ids, dtype=object)[full.items - 1]
+    raw_kept = np.array(["<unk>"] + kept, dtype=object)[log.items]
+    assert ((raw_kept == raw_full) | (log.items == 0)).all() and (log.items == 0).any()
+    assert log.vocabularies["item"].lookup([raw_full[log.items == 0][0]])[0] == 0
+
+
+def test_double_colon_files_read_across_stream_chunks(tmp_path, monkeypatch) -> None:
+    """`::` is rewritten as the file streams; a delimiter cut by a chunk is still found."""
+    from torchrec_transact.data.text_files import Transcoded
+
+    rows = [(u, 1000 + u % 37, 1 + u % 5, 880000000 + 7 * u) for u in range(1, 400)]
+    plain = read_event_log(write_file(tmp_path, "u.data", "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)),
+                           preset("movielens"))
+    for size in (3, 7, 64):  # chunk boundaries at every offset of the `::`
+        monkeypatch.setattr(Transcoded, "chunk_size", size)
+        log = read_event_log(write_file(tmp_path, f"r{size}.dat", "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows)),
+                             preset("movielens"))
+        assert np.array_equal(log.timestamps, plain.timestamps) and np.array_equal(log.action_mask, plain.action_mask)
+        assert log.vocabularies["item"].raw_ids == plain.vocabularies["item"].raw_ids
+
+
+def test_an_item_is_one_candidate_of_its_request(tmp_path, data_dir: str) -> None:
+    """A page view and a purchase of one item in a session: one candidate, positive for buy."""
+    path = write_file(tmp_path, "t.csv", "1,7,3,pv,1000\n1,7,3,buy,1100\n1,8,3,pv,1200\n1,9,3,cart,1300\n"
+                      "1,10,3,pv,90000\n1,7,3,pv,90100\n")
+    log, requests = load_preset("taobao", path, train_fraction=0.5, valid_fraction=0.0)
+    batch = requests.batch([0])
+    items = log.vocabularies["item"].raw_ids
+    candidates = [items[i - 1] for i in batch.sequence_features["candidate_item_id"].values().tolist()]
+    assert sorted(candidates) == ["7", "8", "9"] and batch.batch_size == 3
+    labels = dict(zip(candidates, batch.labels.tolist()))  # cart, fav, buy
+    assert labels["7"] == [0.0, 0.0, 1.0] and labels["9"] == [1.0, 0.0, 0.0] and labels["8"] == [0.0, 0.0, 0.0]
+    _, shared = load_preset("taobao", os.path.join(data_dir, "taobao_user_behavior", "UserBehavior_814users.csv"))
+    for request in range(0, shared.request_time.size, 97):
+        ids = shared.batch([request]).sequence_features["candidate_item_id"].values().tolist()
+        assert len(ids) == len(set(ids))
+
+
+def test_rows_without_an_action_do_not_crowd_out_the_history(tmp_path) -> None:
+    """The history window counts tokens: 200 impressions without an action after 60 clicks
+    still leave the 50 most recent clicks in the next session's sequence."""
+    header = "user_id\tvideo_id\ttime_ms\tis_click\tis_like\tis_follow\tis_comment\tis_forward\tis_hate\tlong_view"
+    rows = [header] + [f"1\t{k}\t{1_000_000 + k * 1000}\t1\t0\t0\t0\t0\t0\t0" for k in range(60)]
+    rows += [f"1\t{100 + k}\t{1_060_000 + k * 1000}\t0\t0\t0\t0\t0\t0\t0" for k in range(200)]
+    rows += ["1\t999\t900000000\t1\t0\t0\t0\t0\t0\t0"]
+    log, requests = load_preset("kuairand", write_file(tmp_path, "k.tsv", "\n".join(rows) + "\n"), max_seq_len=50,
+                                max_request_size=None, session_gap_s=3600.0)
+    last = int(np.argmax(requests.request_time))
+    assert requests.batch([last]).sequence_features["item_id"].lengths().tolist() == [50]
+
+
+def test_a_byte_order_mark_is_not_part_of_a_column_name(tmp_path) -> None:
+    fmt = EventFormat.from_json({"name": "bom", "header": True, "user": "user", "item": "item", "timestamp": "ts",
+                                 "action": {"column": "event", "values": {"click": "click"}}, "tasks": {"click": ["click"]}})
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffuser,item,ts,event\nu1,i1,5,click\n".encode("utf-8"))
+    log = read_event_log(str(path), fmt)
+    assert len(log) == 1 and log.vocabularies["user_id"].raw_ids == ["u1"]

@@ -139,6 +139,7 @@ class TrainConfig(ModelConfig):
     max_request_size: Optional[int] = option(10, "event logs: at most this many candidates per request (unset: no cap)")
     train_fraction: float = option(0.7, "logs: requests before this quantile of request times train")
     valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
+    min_id_count: int = option(1, "logs: ids (users, items, categories) seen fewer times in training share one row")
     tasks: Optional[List[str]] = option(None, "train these of the data's tasks (default: all)")
     batch_size: int = option(500, "examples per batch and process")
     steps: int = option(400, "training steps")
@@ -180,7 +181,8 @@ class TrainConfig(ModelConfig):
 
     def check(self) -> None:
         super().check()
-        for name in ("batch_size", "steps", "eval_batches", "log_interval", "max_request_size", "session_gap_s"):
+        for name in ("batch_size", "steps", "eval_batches", "log_interval", "max_request_size", "session_gap_s",
+                     "min_id_count"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)}: must be > 0")
         for name in ("eval_interval", "checkpoint_interval", "early_stopping", "valid_fraction",

@@ -66,7 +66,7 @@ def open_run_data(config: TrainConfig) -> DataSpec:
             max_seq_len=config.max_seq_len, seed=config.seed, skip_bad_rows=config.skip_bad_rows,
             event_format=config.event_format, session_gap_s=config.session_gap_s,
             max_request_size=config.max_request_size, train_fraction=config.train_fraction,
-            valid_fraction=config.valid_fraction,
+            valid_fraction=config.valid_fraction, min_id_count=config.min_id_count,
         ),
     )
 
@@ -172,7 +172,7 @@ def fit(
     # What serving needs to rebuild this model, and read raw ids, from the checkpoint alone.
     files = {MODEL_JSON: model_description(config, spec.model_spec(), tasks, config=dataclasses.asdict(config))}
     if spec.vocabularies:
-        files[VOCABULARY_JSON] = vocabulary_description(spec.vocabularies, spec.action_names)
+        files[VOCABULARY_JSON] = vocabulary_description(spec.vocabularies, spec.action_names, config.min_id_count)
 
     def checkpoint(step: int, directory: str = checkpoints, model_only: bool = False) -> None:
         state = {"model": dmp.state_dict()} if model_only else {"model": dmp.state_dict(), "optimizer": optimizer.state_dict()}
@@ -225,6 +225,12 @@ def fit(
                         checkpoint(step, best_dir, model_only=True)
                 elif stopper.stop:
                     break
+        if validation is not None and config.early_stopping and not stopper.stop and stopper.best_step != step:
+            # The last steps are a candidate too.
+            result = evaluate_now(validation)
+            log.write(step, "valid", result)
+            if stopper.better(result["loss"], step):
+                checkpoint(step, best_dir, model_only=True)
     finally:
         progress.close()  # an error message starts on a line of its own
     if stopper.best_step is not None and config.early_stopping and stopper.best_step != step:

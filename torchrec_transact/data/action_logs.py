@@ -41,6 +41,13 @@ DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hour_sin
 SPLITS = ("train", "valid", "eval")
 
 
+def dense_features(ages: np.ndarray, request_time: float) -> List[float]:
+    """The request's ``DENSE_FEATURES`` from its sequence's ages (most recent first)."""
+    hours = (float(ages[0]) / 3600.0) if ages.size else 0.0
+    hour_of_day = (request_time % 86400.0) / 86400.0 * 2 * math.pi
+    return [math.log1p(ages.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)]
+
+
 def task_matrix(fmt: EventFormat) -> np.ndarray:
     """bool [T, A]: which actions make each task positive."""
     names = fmt.action_names
@@ -107,11 +114,7 @@ class LogRequests:
     def batch(self, requests: Sequence[int]) -> TransActBatch:
         """The examples (one per candidate) of whole requests."""
         sequences = [self.processor.sequence(self.history(r), self.request_time[r]) for r in requests]
-        dense = []
-        for (actions, _, ages), r in zip(sequences, requests):
-            hours = (ages[0] / 3600.0) if ages.size else 0.0
-            hour_of_day = (self.request_time[r] % 86400.0) / 86400.0 * 2 * math.pi
-            dense.append([math.log1p(actions.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)])
+        dense = [dense_features(s[2], self.request_time[r]) for s, r in zip(sequences, requests)]
         items, labels, categoricals = self.candidates(requests)
         per_request = torch.from_numpy(self.request_size[np.asarray(requests, dtype=np.int64)])
         index, lengths = repeat_per_candidate(torch.tensor([s[0].size for s in sequences]), per_request)
@@ -198,12 +201,21 @@ class SessionRequests(LogRequests):
             new_session |= (np.arange(n) - session_start) % max_request_size == 0
         self.request_start = np.flatnonzero(new_session)  # positions in sorted order
         self.request_end = np.append(self.request_start[1:], n)
-        self.request_size = (self.request_end - self.request_start).astype(np.int64)
         user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
         self.history_start = user_start[self.request_start]
         self.request_time = times[self.request_start]
         self.request_user = users[self.request_start]
-        self._labels = (log.action_mask[order].astype(np.float32) @ self._tasks.T.astype(np.float32)) > 0
+        labels = (log.action_mask[order].astype(np.float32) @ self._tasks.T.astype(np.float32)) > 0
+        # One candidate per item of a request (a page view, then a purchase of the same item
+        # is one candidate, positive for buy), at the item's first row, labels OR'd.
+        request_of = np.repeat(np.arange(self.request_start.size), self.request_end - self.request_start)
+        key = request_of * (int(log.items.max(initial=0)) + 1) + log.items[order]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        self._candidate_position = first  # sorted by (request, item)
+        self._candidate_labels = np.zeros((first.size, labels.shape[1]), dtype=bool)
+        np.logical_or.at(self._candidate_labels, inverse, labels)
+        self.request_size = np.bincount(request_of[first], minlength=self.request_start.size).astype(np.int64)
+        self._candidate_start = np.concatenate([[0], np.cumsum(self.request_size)])
         # Every action of every row, in sorted row order: the tokens of the sequences (a
         # row with several actions is several tokens at one time; a row without is none).
         row, action = np.nonzero(log.action_mask[order])
@@ -218,15 +230,16 @@ class SessionRequests(LogRequests):
     def history(self, request: int) -> UserEvents:
         # The user's actions before the session; only the last ~2 * max_seq_len rows can
         # be kept after dropping duplicates, so older ones are not even looked at.
-        first_row = max(self.history_start[request], self.request_start[request] - 2 * self.processor.max_seq_len)
-        lo, hi = np.searchsorted(self._event_row, [first_row, self.request_start[request]])
+        # Counted in tokens, not rows: rows without an action (impressions) are no tokens.
+        lo, hi = np.searchsorted(self._event_row, [self.history_start[request], self.request_start[request]])
+        lo = max(lo, hi - 2 * self.processor.max_seq_len)
         return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
-        positions = np.concatenate([np.arange(self.request_start[r], self.request_end[r]) for r in requests])
-        rows = self._order[positions]
+        spans = np.concatenate([np.arange(self._candidate_start[r], self._candidate_start[r + 1]) for r in requests])
+        rows = self._order[self._candidate_position[spans]]
         categoricals = [self.log.categoricals[name][rows] for name in self.categorical_features]
-        return self.log.items[rows], self._labels[positions], categoricals
+        return self.log.items[rows], self._candidate_labels[spans], categoricals
 
 
 class ImpressionRequests(LogRequests):
@@ -266,15 +279,56 @@ class ImpressionRequests(LogRequests):
 
 def open_log(
     fmt: EventFormat, path: str, skip_bad_rows: bool = False, session_gap_s: float = 3600.0,
-    max_request_size: Optional[int] = None, **split_args: object,
+    max_request_size: Optional[int] = None, min_id_count: int = 1, **split_args: object,
 ) -> Tuple[object, LogRequests]:
-    """Reads a log in ``fmt`` and builds its requests: (the log, its requests)."""
+    """Reads a log in ``fmt`` and builds its requests: (the log, its requests).
+    ``min_id_count`` > 1: ids seen fewer times in the training requests share the
+    out-of-vocabulary row (:func:`keep_frequent_ids`)."""
     if fmt.is_impression_log:
         impressions = read_impression_log(path, fmt, skip_bad_rows)
-        return impressions, ImpressionRequests(impressions, **split_args)  # type: ignore[arg-type]
+        requests: LogRequests = ImpressionRequests(impressions, **split_args)  # type: ignore[arg-type]
+        if min_id_count > 1:
+            keep_frequent_ids(impressions, requests, min_id_count)
+        return impressions, requests
     log = read_event_log(path, fmt, skip_bad_rows)
-    requests = SessionRequests(log, session_gap_s=session_gap_s, max_request_size=max_request_size, **split_args)  # type: ignore[arg-type]
+
+    def sessions() -> SessionRequests:
+        return SessionRequests(log, session_gap_s=session_gap_s, max_request_size=max_request_size, **split_args)  # type: ignore[arg-type]
+
+    requests = sessions()
+    if min_id_count > 1:
+        keep_frequent_ids(log, requests, min_id_count)
     return log, requests
+
+
+def keep_frequent_ids(log: object, requests: LogRequests, min_count: int) -> None:
+    """In place: every table keeps the ids seen at least ``min_count`` times in the
+    training requests (as candidates, or in an impression log's histories); the rest
+    share row 0, which so gets trained and serves unseen ids too. The vocabularies shrink
+    to match, so serving maps a rare raw id to row 0 as training did. Sessions, splits and
+    histories stay as they were built from the raw ids: only the features' ids change."""
+    train = requests.split("train")
+    if isinstance(requests, SessionRequests):
+        rows = requests._order[np.concatenate([np.arange(requests.request_start[r], requests.request_end[r]) for r in train])]
+        kept_users, user_remap = log.vocabularies["user_id"].keep_frequent(log.users[rows], min_count)  # type: ignore[attr-defined]
+        kept_items, item_remap = log.vocabularies["item"].keep_frequent(log.items[rows], min_count)  # type: ignore[attr-defined]
+        log.vocabularies.update(user_id=kept_users, item=kept_items)  # type: ignore[attr-defined]
+        requests.request_user = user_remap[requests.request_user]
+        requests._event_item = item_remap[requests._event_item]
+        log.items = item_remap[log.items]  # type: ignore[attr-defined]
+        for name in log.categoricals:  # type: ignore[attr-defined]
+            kept, remap = log.vocabularies[name].keep_frequent(log.categoricals[name][rows], min_count)  # type: ignore[attr-defined]
+            log.vocabularies[name] = kept  # type: ignore[attr-defined]
+            log.categoricals[name] = remap[log.categoricals[name]]  # type: ignore[attr-defined]
+        return
+    assert isinstance(requests, ImpressionRequests) and isinstance(log, ImpressionLog)
+    spans = lambda starts: np.concatenate([np.arange(starts[r], starts[r + 1]) for r in train])  # noqa: E731
+    seen_items = np.concatenate([log.candidates[spans(requests._candidate_start)], log.history[spans(requests._history_start)]])
+    users, user_remap = log.vocabularies["user_id"].keep_frequent(log.users[train], min_count)
+    items, item_remap = log.vocabularies["item"].keep_frequent(seen_items, min_count)
+    log.vocabularies.update(user_id=users, item=items)
+    log.candidates, log.history = item_remap[log.candidates], item_remap[log.history]
+    requests.request_user = user_remap[log.users]
 
 
 def load_preset(name: str, path: str, skip_bad_rows: bool = False, **request_args: object) -> Tuple[object, LogRequests]:

@@ -9,6 +9,7 @@ row (missing field, unparsable time, unknown action, wrong field count) raises
 nothing is dropped without a number (:attr:`EventLog.report`).
 """
 
+import csv
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from torchrec_transact.data.text_files import check_text, sample_lines, SEPARATO
 from torchrec_transact.data.vocabulary import Vocabulary
 
 _FLOAT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
-_OFFSET = r"([+-]\d\d:?\d\d|Z)$"
+_OFFSET = r"([+-]\d\d(:?\d\d)?|Z)$"
 
 
 @dataclass
@@ -162,7 +163,8 @@ def _read_table(path: str, fmt: EventFormat) -> Tuple[pa.Table, Dict[Column, str
     if header:
         names = [f.strip() for f in fields]
     else:  # the usual width of the first lines, so that one broken first line is one bad row
-        widths = [len(line.split(delimiter)) for line in sample]
+        widths = [len(row) for row in csv.reader(sample, delimiter=delimiter)] if delimiter == "," else [
+            len(line.split(delimiter)) for line in sample]  # quoted fields may hold commas
         needed = 1 + max(c for c in fmt.columns() if isinstance(c, int))
         names = [f"f{k}" for k in range(max(max(set(widths), key=lambda w: (widths.count(w), w)), needed))]
     if len(set(names)) != len(names):
@@ -321,7 +323,7 @@ def read_impression_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False
     shown = _split(rows.column(columns[fmt.impressions.column]), fmt.impressions.separator)
     items, labels = shown, None
     if fmt.impressions.label_separator is not None:
-        parts = pc.split_pattern(shown.flatten(), fmt.impressions.label_separator, max_splits=1)
+        parts = pc.split_pattern(shown.flatten(), fmt.impressions.label_separator, max_splits=1, reverse=True)
         pair_ok = (pc.list_value_length(parts).to_numpy(zero_copy_only=False) == 2)
         flat_items = pc.list_element(pc.if_else(pa.array(pair_ok), parts, pa.array([["", ""]] * len(parts))), 0)
         flat_labels = pc.list_element(pc.if_else(pa.array(pair_ok), parts, pa.array([["", ""]] * len(parts))), 1)
@@ -344,7 +346,7 @@ def read_impression_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False
     )
     split_at = len(kept_history.flatten())
     user_vocab, users = Vocabulary.build(user.filter(pa.array(keep)).to_numpy(zero_copy_only=False))
-    clicked = labels[np.repeat(keep, shown_lengths)] if labels is not None else np.zeros(split_at, dtype=bool)
+    clicked = labels[np.repeat(keep, shown_lengths)] if labels is not None else np.zeros(len(flat) - split_at, dtype=bool)
     return ImpressionLog(
         users=users, timestamps=times[keep],
         candidates=flat[split_at:], candidate_lengths=shown_lengths[keep].astype(np.int64), clicked=clicked,

@@ -108,6 +108,7 @@ class DataOptions:
         session_gap_s (float): event logs: a longer gap starts a new request.
         max_request_size (Optional[int]): event logs: at most this many candidates.
         train_fraction, valid_fraction (float): logs: the time split (the rest evaluates).
+        min_id_count (int): logs: ids seen fewer times in training share the unknown row.
     """
 
     path: Optional[str] = None
@@ -121,6 +122,7 @@ class DataOptions:
     max_request_size: Optional[int] = LOG_MAX_REQUEST_SIZE
     train_fraction: float = 0.7
     valid_fraction: float = 0.1
+    min_id_count: int = 1
 
 
 DataSource = Callable[[DataOptions], DataSpec]
@@ -301,7 +303,7 @@ def _log_source(name: str) -> DataSource:
         fmt = _log_format(name, options)
         log, requests = open_log(
             fmt, options.path, skip_bad_rows=options.skip_bad_rows, session_gap_s=options.session_gap_s,
-            max_request_size=options.max_request_size, max_seq_len=options.max_seq_len,
+            max_request_size=options.max_request_size, max_seq_len=options.max_seq_len, min_id_count=options.min_id_count,
             train_fraction=options.train_fraction, valid_fraction=options.valid_fraction,
         )
         for split in ("train", "eval") + (("valid",) if options.valid_fraction else ()):

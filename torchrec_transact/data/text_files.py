@@ -18,19 +18,22 @@ class Transcoded(io.RawIOBase):
         self._old, self._new = delimiter.encode(), SEPARATOR.encode()
         self._out, self._carry, self._eof = b"", b"", False
 
+    chunk_size = 1 << 20
+
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> None:
-        chunk = self._file.read(1 << 20)
+        chunk = self._file.read(self.chunk_size)
         if not chunk:
             self._out += self._carry.replace(self._old, self._new)
             self._carry, self._eof = b"", True
             return
-        data = self._carry + chunk
-        # Hold back an end that may be the start of a delimiter cut by the chunk.
+        # Replace first, then hold back an end that may be the start of a delimiter cut by
+        # the chunk (whole delimiters at the end are already replaced).
+        data = (self._carry + chunk).replace(self._old, self._new)
         cut = next((len(data) - j for j in range(len(self._old) - 1, 0, -1) if data.endswith(self._old[:j])), len(data))
-        self._out += data[:cut].replace(self._old, self._new)
+        self._out += data[:cut]
         self._carry = data[cut:]
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
@@ -69,7 +72,7 @@ def check_text(path: str) -> None:
 def sample_lines(path: str, count: int = 200) -> List[str]:
     """The first ``count`` non-empty lines."""
     found: List[str] = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # a byte-order mark is no name
         for line in f:
             if line.strip():
                 found.append(line.rstrip("\r\n"))

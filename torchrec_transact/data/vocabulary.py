@@ -33,8 +33,27 @@ class Vocabulary:
         return cls(encoded.dictionary.to_pylist()), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) + 1
 
     def lookup(self, raw: Sequence[object]) -> np.ndarray:
-        """Rows of raw ids (any type, compared as strings); unknown ids get row 0."""
-        return np.array([self._rows.get(str(r), self.OOV) for r in raw], dtype=np.int64)
+        """Rows of raw ids (any type, compared as text with surrounding spaces trimmed, as
+        the reader trims them); unknown ids get row 0."""
+        return np.array([self._rows.get(str(r).strip(), self.OOV) for r in raw], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.raw_ids) + 1
+
+    def keep_frequent(self, rows: np.ndarray, min_count: int) -> Tuple["Vocabulary", np.ndarray]:
+        """The vocabulary of the ids seen at least ``min_count`` times in ``rows`` (the
+        training rows), and ``remap`` [len(self)]: old row -> new row, 0 for the rest (rare
+        ids share the out-of-vocabulary row, which so gets trained).
+
+        Example::
+
+            vocab, _ = Vocabulary.build(np.array(["a", "b", "c"]))
+            kept, remap = vocab.keep_frequent(np.array([1, 1, 3]), min_count=2)
+            kept.raw_ids, remap  # ['a'], [0 1 0 0]
+        """
+        counts = np.bincount(rows, minlength=len(self))
+        keep = counts >= min_count
+        keep[self.OOV] = False
+        remap = np.zeros(len(self), dtype=np.int64)
+        remap[keep] = np.arange(1, int(keep.sum()) + 1)
+        return Vocabulary([raw for raw, kept in zip(self.raw_ids, keep[1:]) if kept]), remap

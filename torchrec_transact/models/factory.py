@@ -93,10 +93,13 @@ def model_description(model: ModelConfig, spec: ModelSpec, tasks: Sequence[str],
     return json.dumps(description, indent=1)
 
 
-def vocabulary_description(vocabularies: Dict[str, List[str]], action_names: Sequence[str]) -> str:
+def vocabulary_description(
+    vocabularies: Dict[str, List[str]], action_names: Sequence[str], min_id_count: int = 1
+) -> str:
     """The ``vocabulary.json`` text: per categorical feature, the raw id of each table row
-    from row 1 (row 0 is the out-of-vocabulary row), and the action names in id order."""
-    return json.dumps({"features": vocabularies, "actions": list(action_names)})
+    from row 1 (row 0 is the out-of-vocabulary row), the action names in id order, and
+    ``min_id_count`` (above 1, row 0 was trained on the rare ids)."""
+    return json.dumps({"features": vocabularies, "actions": list(action_names), "min_id_count": min_id_count})
 
 
 def read_model_description(text: str) -> Tuple[ModelConfig, ModelSpec, List[str]]:

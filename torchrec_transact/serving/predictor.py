@@ -14,8 +14,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
+from torchrec_transact.data.action_logs import dense_features, DENSE_FEATURES
 from torchrec_transact.data.features import RequestFeatureProcessor
 from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
 from torchrec_transact.models.factory import load_trained_model
@@ -26,6 +28,7 @@ from torchrec_transact.serving.packing import to_device
 from torchrec_transact.serving.raw_ids import RawIdTranslator, RawRequest
 from torchrec_transact.serving.request import (
     PreparedRequest,
+    RequestError,
     RequestSchema,
     ScoringRequest,
     ScoringResult,
@@ -107,7 +110,9 @@ class Predictor:
     ) -> None:
         self.config = config or ServingConfig()
         self.raw_ids: Optional[RawIdTranslator] = (
-            RawIdTranslator(vocabulary["features"], vocabulary["actions"]) if vocabulary else None
+            RawIdTranslator(vocabulary["features"], vocabulary["actions"], vocabulary.get("min_id_count", 1) > 1)
+            if vocabulary
+            else None
         )
         self.device = torch.device(self.config.device)
         self.model = model.eval().to(self.device)  # type: ignore[attr-defined]
@@ -191,7 +196,9 @@ class Predictor:
             RequestError: for a request that cannot be scored (see
                 :mod:`torchrec_transact.serving.request`).
         """
-        prepared = self.prepare(request)
+        return self._score(self.prepare(request))
+
+    def _score(self, prepared: PreparedRequest) -> ScoringResult:
         if self.scorer is None:
             probabilities = self._score_model(prepared)
         else:
@@ -205,7 +212,14 @@ class Predictor:
         if self.raw_ids is None:
             raise ValueError("this model was not trained on a log with raw ids (no vocabulary.json); use score()")
         translated, unknown = self.raw_ids.translate(request)
-        return dataclasses.replace(self.score(translated), unknown_ids=unknown)
+        if request.dense is not None:
+            return dataclasses.replace(self.score(translated), unknown_ids=unknown)
+        if self.dense_width != len(DENSE_FEATURES):
+            raise RequestError(f"dense is missing: this model takes {self.dense_width} dense features")
+        prepared = self.prepare(dataclasses.replace(translated, dense=np.zeros(self.dense_width, dtype=np.float32)))
+        row = dense_features(prepared.ages_s.numpy(), float(request.request_time))
+        prepared.dense[:] = torch.tensor(row, dtype=torch.float32)
+        return dataclasses.replace(self._score(prepared), unknown_ids=unknown)
 
     def score_naive(self, request: ScoringRequest) -> ScoringResult:
         """The same scores through the model's own batched forward: the processor repeats

@@ -5,12 +5,15 @@ model was trained on them (the vocabularies saved with the checkpoint,
 
 A raw id the training log never had is not another item: candidates and categorical
 features take the table's shared out-of-vocabulary row 0 and are counted
-(``ScoringResult.unknown_ids``); events with an unknown item or action name are dropped
-and counted (``ScoringResult.dropped_events``), like any event the model cannot read.
+(``ScoringResult.unknown_ids``). Events with an unknown action name are dropped and
+counted (``ScoringResult.dropped_events``); so are events with an unknown item, unless
+the model was trained with rare ids on row 0 (``min_id_count`` > 1), whose sequences held
+such tokens: then the event keeps its token on row 0. Without ``dense``, the request's
+dense features are computed as the log sources compute them (``DENSE_FEATURES``).
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +33,8 @@ class RawRequest:
         event_items (Sequence[object]): their raw item ids.
         request_time (float): seconds, on the events' clock.
         candidates (Sequence[object]): raw item ids to score.
-        dense (ArrayLike): float [N, W] or [W].
+        dense (Optional[ArrayLike]): float [N, W] or [W]; None: computed from the events
+            and the request time, as the log sources do.
         sparse (Mapping[str, object]): raw ids per categorical feature (one per request
             or one per candidate); the candidate's own item is filled in.
     """
@@ -40,7 +44,7 @@ class RawRequest:
     event_items: Sequence[object]
     request_time: float
     candidates: Sequence[object]
-    dense: ArrayLike
+    dense: Optional[ArrayLike] = None
     sparse: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -51,6 +55,8 @@ class RawIdTranslator:
         vocabularies (Dict[str, List[str]]): per feature, the raw id of each row from
             row 1 (``vocabulary.json``'s ``features``).
         action_names (Sequence[str]): the action types in id order.
+        unknown_items_as_tokens (bool): keep events with an unknown item as row-0 tokens
+            (a model trained with ``min_id_count`` > 1); else drop them.
 
     Example::
 
@@ -62,7 +68,10 @@ class RawIdTranslator:
         request.candidate_ids, unknown  # [1 0], 1
     """
 
-    def __init__(self, vocabularies: Dict[str, List[str]], action_names: Sequence[str]) -> None:
+    def __init__(
+        self, vocabularies: Dict[str, List[str]], action_names: Sequence[str], unknown_items_as_tokens: bool = False
+    ) -> None:
+        self.unknown_items_as_tokens = unknown_items_as_tokens
         if CANDIDATE_ITEM_FEATURE not in vocabularies:
             raise ValueError(f"the vocabularies have no {CANDIDATE_ITEM_FEATURE!r} (items)")
         self.vocabularies = {name: Vocabulary(raw) for name, raw in vocabularies.items()}
@@ -80,7 +89,8 @@ class RawIdTranslator:
         event_items = items.lookup(raw.event_items)
         event_actions = np.array([self.actions.get(str(a), -1) for a in raw.event_actions], dtype=np.int64)
         # Unknown items and actions: ids outside the tables, which the request checks drop and count.
-        event_items = np.where(event_items == Vocabulary.OOV, -1, event_items)
+        if not self.unknown_items_as_tokens:
+            event_items = np.where(event_items == Vocabulary.OOV, -1, event_items)
         sparse: Dict[str, object] = {}
         for name, values in raw.sparse.items():
             vocabulary = self.vocabularies.get(name)
@@ -94,7 +104,7 @@ class RawIdTranslator:
             events=UserEvents(np.asarray(raw.event_times, dtype=np.float64), event_actions, event_items),
             request_time=raw.request_time,
             candidate_ids=candidates,
-            dense=raw.dense,
+            dense=np.zeros(1, dtype=np.float32) if raw.dense is None else raw.dense,
             sparse=sparse,
         )
         return request, unknown
