@@ -25,9 +25,10 @@ Columns are header names (with ``"header": true``) or 0-based indices (always al
 ``"4"`` matches ``4.0``); each ``action_flags`` column equal to 1 adds its action at the
 same time, so one row can carry several actions (a KuaiRand row: click, long view, like).
 A row with no action at all is an impression: a candidate with all labels 0, and no token
-in anyone's sequence. ``delimiter: "auto"`` picks the first of ``::``, tab, ``,``, ``;``,
-``|`` found in the first line; ``header: null`` tells a header by content (a first line
-whose timestamp field is a name, not a number).
+in anyone's sequence. ``delimiter: "auto"`` picks the one of ``::``, tab, ``,``, ``;``,
+``|`` found in the most of the first lines; ``header: null`` tells a header by content (a
+format that names a column has one; otherwise a first line whose timestamp field is a
+name, not a number, is one).
 """
 
 import dataclasses
