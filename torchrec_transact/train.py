@@ -57,7 +57,6 @@ def main(argv: Optional[List[str]] = None, step_hooks: Sequence[StepHook] = ()) 
         config, debug = parse_args(argv)
         _check_output_dir(config.output_dir)
         spec = open_run_data(config)  # before any process group: bad input fails fast
-        config.check_data(spec.tasks)
     except (ValueError, OSError) as error:
         _fail(error, 2, debug)
     try:

@@ -189,6 +189,17 @@ def fit(
 
     best_dir = os.path.join(output_dir, "best")
     stopper = _EarlyStopping(config.early_stopping)
+    last_validation: Dict[int, Dict[str, Optional[float]]] = {}  # step -> its validation
+
+    def validate(step: int) -> None:
+        """Validates, logs, and keeps the best weights when early stopping."""
+        assert validation is not None
+        result = evaluate_now(validation)
+        last_validation.clear()
+        last_validation[step] = result
+        log.write(step, "valid", result)
+        if stopper.better(result["loss"], step) and config.early_stopping:
+            checkpoint(step, best_dir, model_only=True)
 
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
@@ -218,28 +229,23 @@ def fit(
                 if validation is None:
                     log.write(step, "eval", evaluate_now(evaluation))
                     continue
-                result = evaluate_now(validation)
-                log.write(step, "valid", result)
-                if stopper.better(result["loss"], step):
-                    if config.early_stopping:
-                        checkpoint(step, best_dir, model_only=True)
-                elif stopper.stop:
+                validate(step)
+                if stopper.stop:
                     break
         if validation is not None and config.early_stopping and not stopper.stop and stopper.best_step != step:
-            # The last steps are a candidate too.
-            result = evaluate_now(validation)
-            log.write(step, "valid", result)
-            if stopper.better(result["loss"], step):
-                checkpoint(step, best_dir, model_only=True)
+            validate(step)  # the last steps are a candidate too
     finally:
         progress.close()  # an error message starts on a line of its own
+    weights_step = step
     if stopper.best_step is not None and config.early_stopping and stopper.best_step != step:
         state = {"model": dmp.state_dict()}  # the best validated weights are the result
         load_checkpoint(os.path.join(best_dir, f"step_{stopper.best_step:08d}"), state)
         dmp.load_state_dict(state["model"])
+        weights_step = stopper.best_step
     metrics: Dict[str, Any] = evaluate_now(evaluation)
     if validation is not None:
-        metrics.update({f"valid-{k}": v for k, v in evaluate_now(validation).items()})
+        valid = last_validation.get(weights_step) or evaluate_now(validation)
+        metrics.update({f"valid-{k}": v for k, v in valid.items()})
     metrics["steps"], metrics["best_step"] = step, stopper.best_step if config.early_stopping else step
     log.write(step, "eval", metrics)
     if start < step or not resume_from:

@@ -48,6 +48,12 @@ def dense_features(ages: np.ndarray, request_time: float) -> List[float]:
     return [math.log1p(ages.size), math.log1p(hours), math.sin(hour_of_day), math.cos(hour_of_day)]
 
 
+def span_positions(starts: np.ndarray, requests: Sequence[int]) -> np.ndarray:
+    """Positions ``starts[r]:starts[r + 1]`` of each of ``requests``, in order (int64)."""
+    parts = [np.arange(starts[r], starts[r + 1]) for r in requests]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def task_matrix(fmt: EventFormat) -> np.ndarray:
     """bool [T, A]: which actions make each task positive."""
     names = fmt.action_names
@@ -236,7 +242,7 @@ class SessionRequests(LogRequests):
         return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
-        spans = np.concatenate([np.arange(self._candidate_start[r], self._candidate_start[r + 1]) for r in requests])
+        spans = span_positions(self._candidate_start, requests)
         rows = self._order[self._candidate_position[spans]]
         categoricals = [self.log.categoricals[name][rows] for name in self.categorical_features]
         return self.log.items[rows], self._candidate_labels[spans], categoricals
@@ -272,7 +278,7 @@ class ImpressionRequests(LogRequests):
         return UserEvents(self.request_time[request] - ages, np.full(items.size, self._history_action), items)
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
-        spans = np.concatenate([np.arange(self._candidate_start[r], self._candidate_start[r + 1]) for r in requests])
+        spans = span_positions(self._candidate_start, requests)
         clicked = self.log.clicked[spans]
         return self.log.candidates[spans], clicked[:, None] & self._clicked_labels[None, :], []
 
@@ -309,7 +315,7 @@ def keep_frequent_ids(log: object, requests: LogRequests, min_count: int) -> Non
     histories stay as they were built from the raw ids: only the features' ids change."""
     train = requests.split("train")
     if isinstance(requests, SessionRequests):
-        rows = requests._order[np.concatenate([np.arange(requests.request_start[r], requests.request_end[r]) for r in train])]
+        rows = requests._order[span_positions(np.append(requests.request_start, requests._order.size), train)]
         kept_users, user_remap = log.vocabularies["user_id"].keep_frequent(log.users[rows], min_count)  # type: ignore[attr-defined]
         kept_items, item_remap = log.vocabularies["item"].keep_frequent(log.items[rows], min_count)  # type: ignore[attr-defined]
         log.vocabularies.update(user_id=kept_users, item=kept_items)  # type: ignore[attr-defined]
@@ -322,8 +328,8 @@ def keep_frequent_ids(log: object, requests: LogRequests, min_count: int) -> Non
             log.categoricals[name] = remap[log.categoricals[name]]  # type: ignore[attr-defined]
         return
     assert isinstance(requests, ImpressionRequests) and isinstance(log, ImpressionLog)
-    spans = lambda starts: np.concatenate([np.arange(starts[r], starts[r + 1]) for r in train])  # noqa: E731
-    seen_items = np.concatenate([log.candidates[spans(requests._candidate_start)], log.history[spans(requests._history_start)]])
+    seen_items = np.concatenate([log.candidates[span_positions(requests._candidate_start, train)],
+                                 log.history[span_positions(requests._history_start, train)]])
     users, user_remap = log.vocabularies["user_id"].keep_frequent(log.users[train], min_count)
     items, item_remap = log.vocabularies["item"].keep_frequent(seen_items, min_count)
     log.vocabularies.update(user_id=users, item=items)

@@ -276,7 +276,7 @@ def read_event_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False) -> 
     for name, values in [("user_id", user), ("item", item)] + [
         (feature, rows.column(columns[c])) for feature, c in fmt.categorical.items()
     ]:
-        vocabularies[name], encoded[name] = Vocabulary.build(values.filter(pa.array(keep)).to_numpy(zero_copy_only=False))
+        vocabularies[name], encoded[name] = Vocabulary.build(values.filter(pa.array(keep)))
     return EventLog(
         users=encoded["user_id"], items=encoded["item"], timestamps=times[keep], action_mask=mask[keep],
         categoricals={f: encoded[f] for f in fmt.categorical}, vocabularies=vocabularies, format=fmt, report=report,
@@ -341,11 +341,9 @@ def read_impression_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False
     keep = ~rows.bad
     kept_items = items.filter(pa.array(keep))
     kept_history = history.filter(pa.array(keep)) if history is not None else pa.array([[]] * int(keep.sum()), pa.list_(pa.string()))
-    vocab, flat = Vocabulary.build(
-        np.concatenate([kept_history.flatten().to_numpy(zero_copy_only=False), kept_items.flatten().to_numpy(zero_copy_only=False)])
-    )
+    vocab, flat = Vocabulary.build(pa.concat_arrays([kept_history.flatten(), kept_items.flatten()]))
     split_at = len(kept_history.flatten())
-    user_vocab, users = Vocabulary.build(user.filter(pa.array(keep)).to_numpy(zero_copy_only=False))
+    user_vocab, users = Vocabulary.build(user.filter(pa.array(keep)))
     clicked = labels[np.repeat(keep, shown_lengths)] if labels is not None else np.zeros(len(flat) - split_at, dtype=bool)
     return ImpressionLog(
         users=users, timestamps=times[keep],

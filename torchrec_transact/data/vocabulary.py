@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Raw ids -> embedding-table rows, with a shared out-of-vocabulary row."""
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -25,11 +25,11 @@ class Vocabulary:
         self._rows = {raw: row for row, raw in enumerate(self.raw_ids, start=1)}
 
     @classmethod
-    def build(cls, values: np.ndarray) -> Tuple["Vocabulary", np.ndarray]:
-        """The vocabulary of ``values`` and their rows."""
-        encoded = pc.dictionary_encode(pa.array(values, type=pa.string())) if len(values) else None
-        if encoded is None:
+    def build(cls, values: Union[np.ndarray, pa.Array]) -> Tuple["Vocabulary", np.ndarray]:
+        """The vocabulary of ``values`` (strings, numpy or arrow) and their rows."""
+        if not len(values):
             return cls([]), np.zeros(0, dtype=np.int64)
+        encoded = pc.dictionary_encode(values if isinstance(values, pa.Array) else pa.array(values, type=pa.string()))
         return cls(encoded.dictionary.to_pylist()), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64) + 1
 
     def lookup(self, raw: Sequence[object]) -> np.ndarray:
