@@ -23,7 +23,9 @@ setup(
         "numpy",
         "pyarrow",
     ],
-    entry_points={"console_scripts": ["transact-train=torchrec_transact.train:cli"]},
+    entry_points={"console_scripts": [
+        "transact-train=torchrec_transact.train:cli", "transact-prepare=torchrec_transact.data.prepare:cli",
+    ]},
     extras_require={
         "cuda": ["torchrec>=1.8", "fbgemm-gpu>=1.8"],
         "launch": ["torchx>=0.7"],

@@ -4,7 +4,10 @@
 The default model is TransAct-DCN as the paper configures it (K = 10 + max pool, 2 layers,
 1 head, FFN 32, 32-d action and item embeddings, 100 actions, 24 h time window; full-rank
 DCN-V2, 3 cross layers) on the synthetic data's default catalogue, trained with Adam.
-Prints one JSON object; ``feeds_x_model`` is a source's examples/s over the model's.
+Prints one JSON object; ``feeds_x_model`` is a source's examples/s over the model's. The
+prepare step (``transact-prepare``: a log -> Parquet shards of requests) runs on ten
+copies of the 814-user Taobao log (840k rows), all cores, and its shards are then read
+back into training batches.
 
     python benchmarks/data_bench.py
 """
@@ -80,7 +83,44 @@ def default_model_speed(batch_size: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = None) -> Dict[str, object]:
+def prepared_log_speed(source: str, copies: int, shards: int, batch_size: int) -> Dict[str, float]:
+    """The prepare step on ``copies`` copies of a Taobao log (each copy's users renamed, so
+    the log is ``copies`` times larger), then reading its shards into training batches:
+    examples (candidates) per second of each, and the log's size."""
+    import tempfile
+
+    from torchrec_transact.data.prepare import prepare, PrepareOptions
+    from torchrec_transact.data.prepared import PreparedFolder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "log.csv")
+        with open(source) as f, open(log, "w") as out:
+            lines = f.read().splitlines()
+            for copy in range(copies):
+                out.writelines(f"{copy}_{line}\n" for line in lines)
+        options = PrepareOptions("taobao", [log], os.path.join(tmp, "prepared"), shards=shards)
+        start = time.perf_counter()
+        meta = prepare(options, workers=os.cpu_count() or 1)["meta"]
+        prepare_s = time.perf_counter() - start
+        folder = PreparedFolder(options.output_dir)
+        examples, start = 0, time.perf_counter()
+        for batch in folder.batches("train", folder.shards, batch_size, shuffle=True):
+            examples += batch.batch_size
+        read = examples / (time.perf_counter() - start)
+        total = sum(len(r) for r in _candidates(folder))
+    return {"rows": float(meta["report"]["rows"]), "megabytes": os.path.getsize(source) * copies / 2**20,
+            "prepare_examples_per_s": total / prepare_s, "shards_to_batches_examples_per_s": read}
+
+
+def _candidates(folder) -> Iterable:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    for shard in folder.shards:
+        yield from pq.read_table(shard, columns=["candidate_item"]).column(0).to_pylist()
+
+
+def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = None,
+        log_copies: int = 10) -> Dict[str, object]:
     """Examples/s of every source found (the real samples under ``data_dir``) and of the
     default model's training step."""
     model = default_model_speed(batch_size, model_steps)
@@ -108,6 +148,12 @@ def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = 
             sources[preset] = examples_per_second(
                 lambda: requests.batches("train", batch_size, shuffle=True)
             )
+    prepared: Dict[str, float] = {}
+    taobao = os.path.join(data_dir or "", "taobao_user_behavior", "UserBehavior_814users.csv")
+    if data_dir and os.path.exists(taobao) and log_copies > 0:
+        prepared = prepared_log_speed(taobao, log_copies, shards=16, batch_size=batch_size)
+        sources[f"prepare (taobao x{log_copies}: log -> shards)"] = prepared["prepare_examples_per_s"]
+        sources["prepared shards -> batches"] = prepared["shards_to_batches_examples_per_s"]
     return {
         "benchmark": "data_sources",
         "machine": {
@@ -119,6 +165,7 @@ def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = 
         "default_model_train_examples_per_s": model,
         "examples_per_s": sources,
         "feeds_x_model": {name: speed / model for name, speed in sources.items()},
+        "prepared_log": prepared,
     }
 
 
@@ -128,8 +175,10 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=10)
     parser.add_argument("--data-dir", default=os.environ.get("TRANSACT_DATA_DIR"),
                         help="the real data samples (default: $TRANSACT_DATA_DIR)")
+    parser.add_argument("--log-copies", type=int, default=10,
+                        help="the prepare step runs on this many copies of the 814-user Taobao log (0: skip)")
     args = parser.parse_args()
-    print(json.dumps(run(args.batch_size, args.model_steps, args.data_dir), indent=2))
+    print(json.dumps(run(args.batch_size, args.model_steps, args.data_dir, args.log_copies), indent=2))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def train_then_score(model, batches, steps: int, eval_batch, lr: float = 3e-3):
     return logits, labels
 
 
-def assert_one_line_exit(call, code: int, message: str) -> None:
+def assert_one_line_exit(call, code: int, message: str, prefix: str = "transact-train: error:") -> None:
     """``call`` exits with ``code`` after one error line on stderr containing ``message``,
     and no traceback (a progress bar may come before it)."""
     err = io.StringIO()
@@ -84,7 +84,7 @@ def assert_one_line_exit(call, code: int, message: str) -> None:
         call()
     lines = err.getvalue().strip().splitlines()
     assert exit_info.value.code == code, err.getvalue()[-2000:]
-    errors = [line for line in lines if line.startswith("transact-train: error:")]
+    errors = [line for line in lines if line.startswith(prefix)]
     assert len(errors) == 1 and errors[0] == lines[-1] and message in errors[0], lines
     assert not any("Traceback" in line for line in lines), lines
 

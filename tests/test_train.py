@@ -189,3 +189,35 @@ def test_checkpoint_metadata_with_foreign_objects_is_refused(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(str(path), {"x": __import__("torch").zeros(1)})
     assert not (tmp_path / "pwned").exists()
+
+
+def test_embedding_weight_decay_shrinks_the_cpu_tables(tmp_path) -> None:
+    """FBGEMM's CPU row-wise Adagrad takes a weight decay and ignores it (if a release
+    starts to honour it, TableDecay would decay twice: this test then fails); TableDecay
+    shrinks every row after each step, and the flag changes a run."""
+    import torch
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+        ComputeDevice, OptimType, SplitTableBatchedEmbeddingBagsCodegen, WeightDecayMode,
+    )
+
+    from torchrec_transact.trainer import TableDecay
+
+    def step(decay: float) -> torch.nn.Module:
+        torch.manual_seed(0)
+        table = SplitTableBatchedEmbeddingBagsCodegen(
+            [(10, 4, EmbeddingLocation.HOST, ComputeDevice.CPU)], optimizer=OptimType.EXACT_ROWWISE_ADAGRAD,
+            learning_rate=0.1, weight_decay=decay, weight_decay_mode=WeightDecayMode.DECOUPLE,
+        )
+        table(torch.tensor([1, 2]), torch.tensor([0, 1, 2])).sum().backward()
+        return table
+
+    plain, decayed = step(0.0), step(0.5)
+    assert torch.equal(plain.split_embedding_weights()[0], decayed.split_embedding_weights()[0])
+    before = decayed.split_embedding_weights()[0].clone()
+    TableDecay(decayed.split_embedding_weights(), learning_rate=0.1, decay=0.5)()
+    assert torch.allclose(decayed.split_embedding_weights()[0], before * 0.95)
+
+    runs = [main(SMALL + ["--steps", "3", "--output-dir", str(tmp_path / f"wd{wd}"), "--embedding-weight-decay", wd])
+            for wd in ("0", "0.5")]
+    assert runs[0]["transact"]["state_sha256"] != runs[1]["transact"]["state_sha256"]

@@ -67,6 +67,7 @@ class ModelConfig:
     model: str = option("dcn", "ranking model: DCN-V2 (the paper's) or DLRM", MODELS)
     encoder: str = option("transact", "sequence encoder (none: no sequence)", lambda: sorted(SEQUENCE_ENCODERS))
     embedding_dim: int = option(16, "width of the categorical embeddings")
+    item_embedding_dim: int = option(32, "width of the item embedding (sequence items and the candidate)")
     max_seq_len: int = option(100, "most recent actions kept per sequence")
     latest_k: int = option(10, "latest output tokens kept as features")
     max_pool: bool = option(True, "add a max pool over all output tokens")
@@ -115,6 +116,7 @@ class ModelConfig:
             num_action_types=num_action_types,
             num_items=num_items,
             max_seq_len=self.max_seq_len,
+            item_embedding_dim=self.item_embedding_dim,
             latest_k=self.latest_k,
             time_window_s=self.time_window_s,
             action_embedding_dim=self.action_embedding_dim,
@@ -140,6 +142,7 @@ class TrainConfig(ModelConfig):
     train_fraction: float = option(0.7, "logs: requests before this quantile of request times train")
     valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
     min_id_count: int = option(1, "logs: ids (users, items, categories) seen fewer times in training share one row")
+    data_workers: int = option(0, "--data prepared: data-loader processes per rank reading the shards (0: none)")
     tasks: Optional[List[str]] = option(None, "train these of the data's tasks (default: all)")
     batch_size: int = option(500, "examples per batch and process")
     steps: int = option(400, "training steps")
@@ -151,7 +154,7 @@ class TrainConfig(ModelConfig):
     embedding_lr: float = option(0.05, "learning rate of the fused embedding optimizer")
     dense_weight_decay: float = option(0.0, "decoupled weight decay of the dense parameters (AdamW)")
     embedding_weight_decay: float = option(
-        0.0, "decoupled weight decay of the embedding tables (rowwise_adagrad and adam only)"
+        0.0, "decoupled weight decay of the embedding tables (CUDA: rowwise_adagrad and adam; CPU: every row, each step)"
     )
     embedding_optimizer: Optional[str] = option(
         None, "fused embedding optimizer (unset: rowwise_adagrad on CPU, adam on CUDA)", EMBEDDING_OPTIMIZERS

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -67,6 +67,7 @@ def open_run_data(config: TrainConfig) -> DataSpec:
             event_format=config.event_format, session_gap_s=config.session_gap_s,
             max_request_size=config.max_request_size, train_fraction=config.train_fraction,
             valid_fraction=config.valid_fraction, min_id_count=config.min_id_count,
+            data_workers=config.data_workers,
         ),
     )
 
@@ -79,11 +80,37 @@ def fused_params(config: TrainConfig, device: torch.device) -> Dict[str, Any]:
             f"--embedding-optimizer {name}: FBGEMM's CPU kernels support {list(CPU_EMBEDDING_OPTIMIZERS)}"
         )
     params: Dict[str, Any] = {"optimizer": EMBEDDING_OPTIMIZERS[name], "learning_rate": config.embedding_lr}
-    if config.embedding_weight_decay:
+    if config.embedding_weight_decay and device.type != "cpu":  # CPU: TableDecay
         if name not in ("rowwise_adagrad", "adam"):
             raise ConfigError(f"--embedding-weight-decay: FBGEMM's {name} has no weight decay; use rowwise_adagrad or adam")
         params.update(weight_decay=config.embedding_weight_decay, weight_decay_mode=WeightDecayMode.DECOUPLE)
     return params
+
+
+class TableDecay:
+    """Decoupled weight decay of the fused embedding tables on CPU, where FBGEMM's kernels
+    take the weight decay settings and ignore them (fbgemm-gpu-cpu 1.8.0: a row-wise
+    Adagrad step with decay 0.5 moves a row exactly as without it). After each step every
+    row shrinks by ``1 - lr * decay``, as AdamW shrinks dense weights; FBGEMM's CUDA
+    kernels decay only the rows a batch touches.
+
+    Args:
+        tables (Iterable[torch.Tensor]): the fused optimizer's parameters (its
+            ``params``: tensors or ShardedTensors whose local shards are views of the
+            kernels' weights).
+        learning_rate, decay (float): the embedding optimizer's.
+    """
+
+    def __init__(self, tables: Iterable[Any], learning_rate: float, decay: float) -> None:
+        self.factor = 1.0 - learning_rate * decay
+        self.tables: List[torch.Tensor] = []  # this rank's rows of each table
+        for table in tables:
+            self.tables += [s.tensor for s in table.local_shards()] if hasattr(table, "local_shards") else [table]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for table in self.tables:
+            table.mul_(self.factor)
 
 
 def task_loss(config: TrainConfig, tasks: Sequence[str]) -> WeightedMultiTaskLoss:
@@ -132,6 +159,10 @@ def fit(
         ),
     )
     optimizer = CombinedOptimizer([dmp.fused_optimizer, dense])
+    decay_tables = (
+        TableDecay(dmp.fused_optimizer.params.values(), config.embedding_lr, config.embedding_weight_decay)
+        if config.embedding_weight_decay and device.type == "cpu" else None
+    )
     checkpoints = os.path.join(output_dir, "checkpoints")
     log = RunLog(output_dir, rank, name)
     torch.manual_seed(config.seed * 1000 + rank)  # dropout and time windows differ by rank
@@ -215,6 +246,8 @@ def fit(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            if decay_tables is not None:
+                decay_tables()
             window_loss += float(loss.detach())
             window_steps += 1
             progress.update(1)

@@ -8,6 +8,7 @@ parts, each trained with the same budget by the library's training loop, several
     python -m torchrec_transact.ablation --data criteo --data-path train.tsv
     python -m torchrec_transact.ablation --quick        # avg_pool against transact, ~1 min
     python -m torchrec_transact.ablation --variants transact,bst -- --steps 400 --dense-lr 5e-4
+    python -m torchrec_transact.ablation --data kuairand --search   # settings, on validation
 
 Flags after ``--`` (any ``transact-train`` flag) go to every training run, after the
 dataset's budget, so they override it. Real samples are read from ``--data-path``, or
@@ -51,9 +52,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from torchrec_transact.ablation.report import chart, machine, markdown, summarise, verdict
-from torchrec_transact.ablation.variants import ALL_VARIANTS, budget, comparisons, CRITEO, DATASETS
+from torchrec_transact.ablation.variants import ALL_VARIANTS, BASELINE, budget, comparisons, CRITEO, DATASETS
 from torchrec_transact.ablation.variants import default_variants, ENCODERS, LOG_DATASETS, SAMPLE_PATHS, Variant
-from torchrec_transact.ablation.variants import WINDOW_CANDIDATES
+from torchrec_transact.ablation.variants import SEARCH_GRID, WINDOW_CANDIDATES
 from torchrec_transact.config import ConfigError, make_config, parse_overrides, TrainConfig
 from torchrec_transact.data.registry import data_sources, needs_path
 from torchrec_transact.models.factory import load_trained_model
@@ -152,6 +153,61 @@ def tune_window(data: str, data_path: Optional[str], quick: bool, output_dir: st
         raise ValueError(f"--tune-window: {data} has no {selection} (is there a validation split?)")
     best = max(valid, key=lambda w: (valid[w], -w))
     return best, {f"{w:g}": s for w, s in valid.items()}
+
+
+def search_settings(
+    data: str,
+    data_path: Optional[str],
+    encoders: Sequence[Variant],
+    quick: bool,
+    output_dir: str,
+    workers: int,
+    train_overrides: Dict[str, Any],
+    tuned: Dict[str, Any],
+) -> Tuple[Dict[str, Dict[str, Optional[float]]], str]:
+    """Each setting of :data:`SEARCH_GRID` moved alone from the budget (and the ``tuned``
+    window), for each encoder, seed 0, judged by the validation AUC of the dataset's first
+    task; the evaluation split is never looked at. Writes ``search.json`` and
+    ``search.md`` to ``output_dir``.
+
+    Returns:
+        Tuple[Dict[str, Dict[str, Optional[float]]], str]: setting -> encoder ->
+        validation AUC (``"default"`` first), and the markdown table.
+    """
+    selection = budget(data, quick).selection
+    settings: List[Tuple[str, Dict[str, Any]]] = [("default", {})] + [
+        (f"{name} {value:g}", {name: value}) for name, values in SEARCH_GRID.items() for value in values
+    ]
+    trials = {
+        (label, encoder.name): Variant(
+            f"{encoder.name}__{label.replace(' ', '_')}", {**encoder.overrides, **change}, f"{encoder.description}, {label}"
+        )
+        for label, change in settings
+        for encoder in encoders
+    }
+    run = functools.partial(_run_job, data, data_path, quick, os.path.join(output_dir, "search"), train_overrides, tuned)
+    runs = run_all([(t, 0) for t in trials.values()], run, workers)
+    scores = {
+        label: {encoder.name: runs[trials[(label, encoder.name)].name][0].get(selection) for encoder in encoders}
+        for label, _ in settings
+    }
+    base = {**budget(data, quick).overrides, **tuned, **train_overrides}
+    lines = [
+        f"Validation {selection[len('valid-'):]} on {data}, seed 0, one setting moved at a time from "
+        f"the default ({', '.join(f'{k} {v}' for k, v in base.items())}).",
+        "",
+        "| setting | " + " | ".join(e.description for e in encoders) + " |",
+        "| --- |" + " ---: |" * len(encoders),
+    ]
+    for label, row in scores.items():
+        lines.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in row.values()) + " |")
+    report = "\n".join(lines) + "\n"
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "search.json"), "w") as f:
+        json.dump({"data": data, "selection": selection, "base": base, "scores": scores}, f, indent=2)
+    with open(os.path.join(output_dir, "search.md"), "w") as f:
+        f.write(report)
+    return scores, report
 
 
 def _init_worker(threads: int) -> None:
@@ -255,6 +311,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tune-window", action="store_true",
                         help=f"choose the training window among {list(WINDOW_CANDIDATES)} s on the validation split first")
+    parser.add_argument("--search", action="store_true",
+                        help="instead of the comparison: move each setting of the search grid alone, for "
+                        "--variants (default transact,avg_pool), seed 0, and table the validation AUC")
     parser.add_argument("--variants", help="comma-separated names (default: all of the dataset)")
     parser.add_argument("--quick", action="store_true", help="avg_pool against transact, a small budget")
     parser.add_argument("--output-dir", default="outputs/ablation")
@@ -286,7 +345,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             path = os.path.join(args.data_dir, SAMPLE_PATHS[data])
             if not os.path.exists(path):
                 parser.error(f"--data {data}: no {path}; give --data-path or --data-dir")
-        variants = [ALL_VARIANTS[n] for n in chosen] if chosen else default_variants(data, args.quick)
+        if chosen:
+            variants = [ALL_VARIANTS[n] for n in chosen]
+        elif args.search:
+            variants = [ALL_VARIANTS["transact"], ALL_VARIANTS[BASELINE]]
+        else:
+            variants = default_variants(data, args.quick)
         for variant in variants:  # every run's config is checked before any run starts
             try:
                 variant_config(data, path, variant, 0, args.quick, args.output_dir, train_overrides)
@@ -297,13 +361,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     reports: List[str] = []
     for data, path, variants in plans:
         out = os.path.join(args.output_dir, data) if args.data in ("all", "logs") else args.output_dir
+        if args.search:
+            tuned: Dict[str, Any] = {}
+            if args.tune_window:
+                window, scores = tune_window(data, path, args.quick, out, args.workers, train_overrides)
+                tuned = {"time_window_s": window}
+                print(f"[ablation] {data}: training window {window:g} s chosen on validation ({scores})", flush=True)
+            results[data], report = search_settings(
+                data, path, variants, args.quick, out, args.workers, train_overrides, tuned
+            )
+            reports.append(report)
+            print(report, flush=True)
+            continue
         results[data], report = run_dataset(
             data, path, variants, args.seeds, args.quick, out, args.workers, train_overrides, command, args.tune_window
         )
         reports.append(report)
         print(report, flush=True)
     if args.data in ("all", "logs"):
-        with open(os.path.join(args.output_dir, "ablation.md"), "w") as f:
+        with open(os.path.join(args.output_dir, "search.md" if args.search else "ablation.md"), "w") as f:
             f.write("\n".join(reports))
         return results
     return results[args.data]

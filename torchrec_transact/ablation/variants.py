@@ -68,6 +68,15 @@ SAMPLE_PATHS = {
 LOG_DATASETS = ("kuairand", "taobao", "mind")
 # Training windows tried on the validation split (`--tune-window`), seconds.
 WINDOW_CANDIDATES = (0.0, 600.0, 3600.0, 86400.0)
+# `--search`: each setting moved alone from the budget's value, judged on validation.
+SEARCH_GRID: Dict[str, Tuple[Any, ...]] = {
+    "max_seq_len": (25, 50),
+    "item_embedding_dim": (16, 64),
+    "embedding_dim": (8, 32),
+    "embedding_lr": (0.01, 0.2),
+    "dense_lr": (3e-4, 3e-3),
+    "embedding_weight_decay": (1e-3, 1e-2),
+}
 
 
 @dataclass(frozen=True)

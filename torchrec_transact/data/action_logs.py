@@ -117,9 +117,13 @@ class LogRequests:
         categorical features' ids ([N] each)."""
         raise NotImplementedError
 
+    def sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each request's sequence: action types, item ids and ages (s), most recent first."""
+        return [self.processor.sequence(self.history(r), self.request_time[r]) for r in requests]
+
     def batch(self, requests: Sequence[int]) -> TransActBatch:
         """The examples (one per candidate) of whole requests."""
-        sequences = [self.processor.sequence(self.history(r), self.request_time[r]) for r in requests]
+        sequences = self.sequences(requests)
         dense = [dense_features(s[2], self.request_time[r]) for s, r in zip(sequences, requests)]
         items, labels, categoricals = self.candidates(requests)
         per_request = torch.from_numpy(self.request_size[np.asarray(requests, dtype=np.int64)])

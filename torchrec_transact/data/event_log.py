@@ -13,7 +13,7 @@ import csv
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -142,10 +142,23 @@ def _iso8601(values: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
         return seconds, bad
 
 
-def _read_table(path: str, fmt: EventFormat) -> Tuple[pa.Table, Dict[Column, str], np.ndarray, List[Tuple[int, str]], bool]:
-    """The file's rows as strings, the format's columns by table name, each row's line
-    number, the rows of the wrong width as (line, message), and whether line 1 was a
-    header."""
+@dataclass
+class _Csv:
+    """How to read a log's text: pyarrow's CSV options, the columns, and the rows of the
+    wrong width seen so far as (line, message)."""
+
+    path: str
+    source: object
+    names: List[str]
+    header: bool
+    read_options: "pa_csv.ReadOptions"
+    parse_options: "pa_csv.ParseOptions"
+    convert_options: "pa_csv.ConvertOptions"
+    columns: Dict[Column, str]
+    ragged: List[Tuple[int, str]]
+
+
+def _csv(path: str, fmt: EventFormat, block_size: Optional[int] = None) -> _Csv:
     check_text(path)
     sample = sample_lines(path)
     if not sample:
@@ -175,24 +188,43 @@ def _read_table(path: str, fmt: EventFormat) -> Tuple[pa.Table, Dict[Column, str
         ragged.append((row.number or 0, f"expected {row.expected_columns} fields, got {row.actual_columns}"))
         return "skip"
 
-    try:
-        table = pa_csv.read_csv(
-            source,
-            read_options=pa_csv.ReadOptions(use_threads=False, column_names=names, skip_rows=int(header)),
-            parse_options=pa_csv.ParseOptions(
-                delimiter=delimiter, quote_char='"' if delimiter == "," else False,
-                invalid_row_handler=invalid, ignore_empty_lines=False,
-            ),
-            convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as error:
-        message = str(error).splitlines()[0]
-        raise ValueError(f"{path}: {message}" + (" (not UTF-8 text?)" if "UTF8" in message else "")) from None
-    columns = {c: _resolve(c, names, path) for c in fmt.columns()}
-    start = 1 + int(header)
+    read = pa_csv.ReadOptions(use_threads=False, column_names=names, skip_rows=int(header))
+    if block_size:
+        read.block_size = block_size
+    return _Csv(
+        path, source, names, header, read,
+        pa_csv.ParseOptions(
+            delimiter=delimiter, quote_char='"' if delimiter == "," else False,
+            invalid_row_handler=invalid, ignore_empty_lines=False,
+        ),
+        pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False),
+        {c: _resolve(c, names, path) for c in fmt.columns()}, ragged,
+    )
+
+
+def _arrow_error(path: str, error: Exception) -> ValueError:
+    message = str(error).splitlines()[0]
+    return ValueError(f"{path}: {message}" + (" (not UTF-8 text?)" if "UTF8" in message else ""))
+
+
+def _line_numbers(first: int, rows: int, ragged: List[Tuple[int, str]]) -> np.ndarray:
+    """The line of each of ``rows`` rows read from line ``first`` on, around the ragged
+    lines the reader dropped."""
     taken = np.array(sorted(n for n, _ in ragged), dtype=np.int64)
-    lines = np.setdiff1d(np.arange(start, start + table.num_rows + len(taken)), taken)[: table.num_rows]
-    return table, columns, lines, ragged, header
+    return np.setdiff1d(np.arange(first, first + rows + len(taken)), taken)[:rows]
+
+
+def _read_table(path: str, fmt: EventFormat) -> Tuple[pa.Table, Dict[Column, str], np.ndarray, List[Tuple[int, str]], bool]:
+    """The file's rows as strings, the format's columns by table name, each row's line
+    number, the rows of the wrong width as (line, message), and whether line 1 was a
+    header."""
+    c = _csv(path, fmt)
+    try:
+        table = pa_csv.read_csv(c.source, read_options=c.read_options, parse_options=c.parse_options,
+                                convert_options=c.convert_options)
+    except pa.ArrowInvalid as error:
+        raise _arrow_error(path, error) from None
+    return table, c.columns, _line_numbers(1 + int(c.header), table.num_rows, c.ragged), c.ragged, c.header
 
 
 class _Rows:
@@ -220,9 +252,11 @@ class _Rows:
 
 
 def _finish(
-    rows: _Rows, ragged: List[Tuple[int, str]], path: str, fmt: EventFormat, skip: bool, header: bool
+    rows: _Rows, ragged: List[Tuple[int, str]], path: str, fmt: EventFormat, skip: bool, header: bool,
+    allow_empty: bool = False,
 ) -> Dict[str, int]:
-    """Raises for the first bad row, or counts the skipped ones; the read's report."""
+    """Raises for the first bad row, or counts the skipped ones; the read's report
+    (``allow_empty``: a block of a stream may hold no good row)."""
     blank = np.ones(rows.table.num_rows, dtype=bool)
     for name in rows.table.column_names:
         blank &= pc.equal(rows.column(name), "").to_numpy(zero_copy_only=False)
@@ -233,7 +267,7 @@ def _finish(
         raise ValueError(f"{path}:{error[0]}: {fmt.name} row: {error[1]}")
     kept = int((~rows.bad & ~blank).sum())
     skipped = int(rows.bad.sum()) + len(ragged)
-    if kept == 0:
+    if kept == 0 and not allow_empty:
         raise ValueError(f"{path}: " + (f"all {skipped} rows were malformed and skipped" if skipped else "no events"))
     if skipped > 0.1 * (skipped + kept):
         warnings.warn(f"{path}: skipped {skipped} malformed rows of {skipped + kept}")
@@ -241,15 +275,30 @@ def _finish(
     return {"rows": kept, "skipped_malformed_rows": skipped, "blank_rows": int(blank.sum()), "header_rows": int(header)}
 
 
-def read_event_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False) -> EventLog:
-    """Reads an event log (``fmt.item`` set).
+@dataclass
+class RawEvents:
+    """Rows of an event log with raw ids, before any vocabulary (a block of a stream).
 
-    Raises:
-        ValueError: the first bad row (file:line), or a file with no event.
+    Args:
+        users, items (pa.Array): raw ids (strings) [E].
+        timestamps (np.ndarray): float64 [E], seconds.
+        action_mask (np.ndarray): bool [E, A], the row's actions (``format.action_names``).
+        categoricals (Dict[str, pa.Array]): raw values [E] per categorical feature.
     """
-    if fmt.is_impression_log:
-        raise ValueError(f"{path}: format {fmt.name!r} is an impression log; use read_impression_log")
-    table, columns, lines, ragged, header = _read_table(path, fmt)
+
+    users: pa.Array
+    items: pa.Array
+    timestamps: np.ndarray
+    action_mask: np.ndarray
+    categoricals: Dict[str, pa.Array]
+
+
+def _parse_events(
+    table: pa.Table, columns: Dict[Column, str], lines: np.ndarray, ragged: List[Tuple[int, str]], path: str,
+    fmt: EventFormat, skip_bad_rows: bool, header: bool, allow_empty: bool = False,
+) -> Tuple[RawEvents, Dict[str, int]]:
+    """The good rows of ``table`` and the read's report; raises for the first bad row
+    unless ``skip_bad_rows``."""
     rows = _Rows(table, lines)
     user, item = rows.column(columns[fmt.user]), rows.column(columns[fmt.item])
     rows.flag(pc.equal(user, "").to_numpy(zero_copy_only=False), "empty user")
@@ -269,18 +318,70 @@ def read_event_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False) -> 
         off = pc.is_in(raw, pa.array(["0", "0.0", "false", "False", ""])).to_numpy(zero_copy_only=False)
         rows.flag(~on & ~off, f"flag {flag_column!r} is not 0 or 1")
         mask[on, names.index(name)] = True
-    report = _finish(rows, ragged, path, fmt, skip_bad_rows, header)
-    keep = ~rows.bad
+    report = _finish(rows, ragged, path, fmt, skip_bad_rows, header, allow_empty)
+    keep = pa.array(~rows.bad)
+    return RawEvents(
+        users=user.filter(keep), items=item.filter(keep), timestamps=times[~rows.bad], action_mask=mask[~rows.bad],
+        categoricals={f: rows.column(columns[c]).filter(keep) for f, c in fmt.categorical.items()},
+    ), report
+
+
+def read_event_log(path: str, fmt: EventFormat, skip_bad_rows: bool = False) -> EventLog:
+    """Reads an event log (``fmt.item`` set).
+
+    Raises:
+        ValueError: the first bad row (file:line), or a file with no event.
+    """
+    if fmt.is_impression_log:
+        raise ValueError(f"{path}: format {fmt.name!r} is an impression log; use read_event_log")
+    table, columns, lines, ragged, header = _read_table(path, fmt)
+    events, report = _parse_events(table, columns, lines, ragged, path, fmt, skip_bad_rows, header)
     vocabularies: Dict[str, Vocabulary] = {}
     encoded: Dict[str, np.ndarray] = {}
-    for name, values in [("user_id", user), ("item", item)] + [
-        (feature, rows.column(columns[c])) for feature, c in fmt.categorical.items()
-    ]:
-        vocabularies[name], encoded[name] = Vocabulary.build(values.filter(pa.array(keep)))
+    for name, values in [("user_id", events.users), ("item", events.items), *events.categoricals.items()]:
+        vocabularies[name], encoded[name] = Vocabulary.build(values)
     return EventLog(
-        users=encoded["user_id"], items=encoded["item"], timestamps=times[keep], action_mask=mask[keep],
+        users=encoded["user_id"], items=encoded["item"], timestamps=events.timestamps, action_mask=events.action_mask,
         categoricals={f: encoded[f] for f in fmt.categorical}, vocabularies=vocabularies, format=fmt, report=report,
     )
+
+
+def stream_event_log(
+    path: str, fmt: EventFormat, skip_bad_rows: bool = False, block_size: int = 16 << 20
+) -> Iterator[Tuple[RawEvents, Dict[str, int]]]:
+    """Reads an event log block by block (about ``block_size`` bytes each), in constant
+    memory: each block's good rows with raw ids, and its report. Bad rows are handled as
+    :func:`read_event_log` handles them, named by file and line.
+
+    Raises:
+        ValueError: the first bad row, or a file with no event.
+    """
+    if fmt.is_impression_log:
+        raise ValueError(f"{path}: format {fmt.name!r} is an impression log; it cannot be streamed as events")
+    c = _csv(path, fmt, block_size)
+    try:
+        reader = pa_csv.open_csv(c.source, read_options=c.read_options, parse_options=c.parse_options,
+                                 convert_options=c.convert_options)
+    except pa.ArrowInvalid as error:
+        raise _arrow_error(path, error) from None
+    first, seen, kept = 1 + int(c.header), 0, 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as error:
+            raise _arrow_error(path, error) from None
+        ragged, c.ragged[:] = list(c.ragged), []  # the rows of the wrong width met in this block
+        lines = _line_numbers(first, batch.num_rows, ragged)
+        first += batch.num_rows + len(ragged)
+        events, report = _parse_events(pa.Table.from_batches([batch]), c.columns, lines, ragged, path, fmt,
+                                       skip_bad_rows, c.header and not seen, allow_empty=True)
+        seen += 1
+        kept += report["rows"]
+        yield events, report
+    if not kept:
+        raise ValueError(f"{path}: no events")
 
 
 def _map_values(raw: pa.Array, values: Dict[str, str], names: List[str]) -> np.ndarray:

@@ -109,6 +109,7 @@ class DataOptions:
         max_request_size (Optional[int]): event logs: at most this many candidates.
         train_fraction, valid_fraction (float): logs: the time split (the rest evaluates).
         min_id_count (int): logs: ids seen fewer times in training share the unknown row.
+        data_workers (int): prepared folders: data-loader processes per rank (0: none).
     """
 
     path: Optional[str] = None
@@ -123,6 +124,7 @@ class DataOptions:
     train_fraction: float = 0.7
     valid_fraction: float = 0.1
     min_id_count: int = 1
+    data_workers: int = 0
 
 
 DataSource = Callable[[DataOptions], DataSpec]
@@ -349,6 +351,44 @@ def _log_source(name: str) -> DataSource:
     return open_log_source
 
 
+def _open_prepared(options: DataOptions) -> DataSpec:
+    from torchrec_transact.data.action_logs import DENSE_FEATURES
+    from torchrec_transact.data.prepared import PreparedFolder, training_batches
+
+    assert options.path is not None
+    folder = PreparedFolder(options.path, options.max_seq_len, {
+        "session_gap_s": options.session_gap_s, "max_request_size": options.max_request_size,
+        "train_fraction": options.train_fraction, "valid_fraction": options.valid_fraction,
+        "min_id_count": options.min_id_count,
+    })
+    meta = folder.meta
+    for split, count in meta["requests"].items():
+        if count == 0 and (split != "valid" or options.valid_fraction):
+            raise ValueError(f"prepared: {options.path}: no {split} requests")
+
+    def evaluation(split: str) -> Callable[[int, int], List[TransActBatch]]:
+        return lambda rank, world: list(itertools.islice(
+            folder.batches(split, folder.rank_shards(rank, world), options.batch_size), options.eval_batches))
+
+    features = ["user_id", CANDIDATE_ITEM_FEATURE] + list(meta["categorical"])
+    return DataSpec(
+        tasks=list(meta["tasks"]),
+        dense_in_features=len(DENSE_FEATURES),
+        user_embedding_dim=0,
+        sparse_tables=[(f, len(folder.raw_ids[f]) + 1) for f in features],
+        num_items=len(folder.raw_ids[CANDIDATE_ITEM_FEATURE]) + 1,
+        num_action_types=len(meta["action_names"]),
+        train=lambda rank, world, start: _from(
+            start, training_batches(folder, rank, world, options.batch_size, options.seed, options.data_workers)
+        ),
+        evaluation=evaluation("eval"),
+        validation=evaluation("valid") if options.valid_fraction else None,
+        report={**meta["report"], "requests": sum(meta["requests"].values())},
+        vocabularies={f: folder.raw_ids[f] for f in features},
+        action_names=list(meta["action_names"]),
+    )
+
+
 register_data_source(
     "synthetic", _open_synthetic, needs_path=False,
     description="the package's generated users, sessions and requests of 10 candidates",
@@ -362,3 +402,7 @@ register_data_source(
 register_data_source("taobao", _log_source("taobao"), description="Taobao UserBehavior CSV")
 register_data_source("kuairand", _log_source("kuairand"), description="KuaiRand log (official columns or the like/hate sample)")
 register_data_source("mind", _log_source("mind"), description="MIND behaviors.tsv (one request per impression row)")
+register_data_source(
+    "prepared", _open_prepared,
+    description="a folder of Parquet request shards (python -m torchrec_transact.data.prepare)",
+)
