@@ -86,3 +86,25 @@ def test_the_training_window_is_chosen_on_validation_only(monkeypatch, tmp_path)
 
     no_window = next(v for v in PARTS if v.name == "no_time_window")
     assert runner.variant_config("kuairand", "x", no_window, 0, False, "o", {}, {"time_window_s": 600.0}).time_window_s == 0
+
+
+def test_the_setting_search_moves_one_setting_at_a_time_on_validation(monkeypatch, tmp_path) -> None:
+    from torchrec_transact.ablation import runner
+    from torchrec_transact.ablation.variants import ALL_VARIANTS
+
+    seen = []
+
+    def fake_run_all(jobs, run, workers):
+        seen.extend(v.overrides for v, _ in jobs)
+        return {v.name: [{"valid-auc-like": 0.8 + 0.01 * v.overrides.get("max_seq_len", 0) / 25,
+                          "auc-like": 0.1}] for v, _ in jobs}
+
+    monkeypatch.setattr(runner, "run_all", fake_run_all)
+    encoders = [ALL_VARIANTS["transact"], ALL_VARIANTS["avg_pool"]]
+    scores, report = runner.search_settings("kuairand", "x.tsv", encoders, False, str(tmp_path), 1, {},
+                                            {"time_window_s": 600.0}, ["max_seq_len"])
+    assert list(scores) == ["default", "max_seq_len 25", "max_seq_len 50"]
+    assert scores["max_seq_len 50"] == pytest.approx({"transact": 0.82, "avg_pool": 0.82}) and scores["default"]["transact"] == 0.8
+    assert {"encoder": "avg_pool", "max_seq_len": 25} in seen and len(seen) == 6
+    assert "| max_seq_len 25 | 0.810 | 0.810 |" in report and "time_window_s 600.0" in report
+    assert json.load(open(tmp_path / "search.json"))["scores"] == scores

@@ -84,6 +84,40 @@ def test_streamed_blocks_name_the_line_of_a_bad_row(tmp_path) -> None:
     assert np.array_equal(np.concatenate([e.timestamps for e, _ in blocks]), whole.timestamps)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_streamed_errors_and_counts_equal_the_whole_file_read(tmp_path, seed: int) -> None:
+    """Bad timestamps, rows of the wrong width and blank lines anywhere: the streamed read
+    names the same bad line as the whole-file read, one bad line after another, and skips
+    the same rows (the reader parses a block ahead, so a wrong-width row must be placed in
+    its own block, not the one being read)."""
+    rng = np.random.default_rng(seed)
+    lines = ["user,item,ts,event,shop"] + [f"u{k % 5},i{k % 7},{1_600_000_000 + k},view,s1" for k in range(1500)]
+    bad = sorted(rng.choice(np.arange(2, 1502), size=12, replace=False).tolist())
+    for line in bad:
+        lines[line - 1] = ["u1,i1,bad,view,s1", "u1,i1,5", "", "u1,i1,5,view,s1,extra"][rng.integers(4)]
+    fmt = EventFormat.from_json(FORMAT)
+    path = write_file(tmp_path, "log.csv", "\n".join(lines) + "\n")
+    blocks = list(stream_event_log(path, fmt, skip_bad_rows=True, block_size=2048))
+    whole = read_event_log(path, fmt, skip_bad_rows=True)
+    for key in ("rows", "skipped_malformed_rows", "blank_rows"):
+        assert sum(r[key] for _, r in blocks) == whole.report[key], key
+    assert np.array_equal(np.concatenate([e.timestamps for e, _ in blocks]), whole.timestamps)
+    named = 0
+    for line in bad:  # mend the first bad line, then the next is named
+        if lines[line - 1] == "":
+            continue  # a blank line is no error
+        path = write_file(tmp_path, "log.csv", "\n".join(lines) + "\n")
+        with pytest.raises(ValueError) as whole_error:
+            read_event_log(path, fmt)
+        with pytest.raises(ValueError) as streamed_error:
+            for _ in stream_event_log(path, fmt, block_size=int(rng.integers(1024, 4096))):
+                pass
+        assert str(streamed_error.value) == str(whole_error.value) and f"log.csv:{line}:" in str(whole_error.value)
+        lines[line - 1] = f"u1,i1,{1_600_000_000 + line},view,s1"
+        named += 1
+    assert named >= 6
+
+
 def test_shards_hold_the_in_memory_requests(tmp_path) -> None:
     """Same requests, candidates, labels and sequences (in order) as ``--data events``
     builds in memory; the time cuts too; the vocabularies hold every id."""
@@ -183,3 +217,54 @@ def test_training_from_shards_and_mismatched_settings(tmp_path, capsys) -> None:
     assert_one_line_exit(lambda: train_main(flags + ["--max-seq-len", "50"]), 2, "holds sequences of at most 20")
     assert_one_line_exit(lambda: prepare_main(["--data", "mind", "--data-path", path, "--output-dir", out]), 2,
                          "impression log", prefix="transact-prepare: error:")
+
+
+def test_rare_ids_are_counted_by_rows_as_in_memory(tmp_path) -> None:
+    path, fmt_path = _log(tmp_path, users=150)
+    out = str(tmp_path / "prepared")
+    prepare(_options(path, fmt_path, out, shards=3, min_id_count=12))
+    log, _ = open_log(EventFormat.from_json(FORMAT), path, max_request_size=10, max_seq_len=20, min_id_count=12)
+    with open(os.path.join(out, "vocabulary.json")) as f:
+        vocabulary = json.load(f)
+    for feature, key in (("user_id", "user_id"), ("candidate_item", "item"), ("candidate_shop", "candidate_shop")):
+        assert sorted(vocabulary[feature]) == sorted(log.vocabularies[key].raw_ids), feature
+    assert 0 < len(vocabulary["user_id"]) < 150 and 0 < len(vocabulary["candidate_item"]) < 200
+
+
+def test_parts_and_settings_are_checked(tmp_path) -> None:
+    path, fmt_path = _log(tmp_path)
+    out = str(tmp_path / "prepared")
+    with pytest.raises(ValueError, match="parts are for --step partition and --step build"):
+        prepare(_options(path, fmt_path, out), "all", (1, 2))
+    with pytest.raises(ValueError, match="need 0 < train"):
+        _options(path, fmt_path, out, train_fraction=0.95)
+    with pytest.raises(ValueError, match="--max-request-size 0"):
+        _options(path, fmt_path, out, max_request_size=0)
+    options = _options(path, fmt_path, out, shards=2)
+    with pytest.raises(ValueError, match="run --step partition first"):
+        prepare(options, "build")
+    prepare(options, "partition", (0, 2))
+    prepare(options, "partition", (1, 2))
+    prepare(options, "partition", (0, 1))  # a stale run of another split
+    prepare(options, "build")
+    with pytest.raises(ValueError, match=r"partition reports \['0/1', '0/2', '1/2'\]"):
+        prepare(options, "finish")
+    os.remove(os.path.join(out, "rows-report-0-of-1.json"))
+    assert prepare(options, "finish")["meta"]["report"]["rows"] == 3000
+
+
+def test_shards_without_training_requests_get_no_rank_or_worker(tmp_path) -> None:
+    """Eight shards for three users: the ranks and workers share the shards that hold
+    training requests; too many ranks is an error at the start."""
+    path, fmt_path = _log(tmp_path, users=3)
+    out = str(tmp_path / "prepared")
+    meta = prepare(_options(path, fmt_path, out, shards=8))["meta"]
+    from torchrec_transact.data.prepared import PreparedFolder, training_batches
+
+    folder = PreparedFolder(out, 20)
+    holding = [s for s, c in zip(folder.shards, meta["shard_requests"]) if c["train"]]
+    assert 0 < len(holding) <= 3 and folder.rank_shards(0, 1) == holding
+    batches = training_batches(folder, 0, 1, 40, seed=0, workers=len(holding))
+    assert all(next(batches).batch_size > 0 for _ in range(20))
+    with pytest.raises(ValueError, match="shards hold train requests, for 4 ranks"):
+        folder.rank_shards(0, 4)

@@ -164,8 +164,9 @@ def search_settings(
     workers: int,
     train_overrides: Dict[str, Any],
     tuned: Dict[str, Any],
+    names: Optional[Sequence[str]] = None,
 ) -> Tuple[Dict[str, Dict[str, Optional[float]]], str]:
-    """Each setting of :data:`SEARCH_GRID` moved alone from the budget (and the ``tuned``
+    """Each setting of :data:`SEARCH_GRID` (``names``: those only) moved alone from the budget (and the ``tuned``
     window), for each encoder, seed 0, judged by the validation AUC of the dataset's first
     task; the evaluation split is never looked at. Writes ``search.json`` and
     ``search.md`` to ``output_dir``.
@@ -177,6 +178,7 @@ def search_settings(
     selection = budget(data, quick).selection
     settings: List[Tuple[str, Dict[str, Any]]] = [("default", {})] + [
         (f"{name} {value:g}", {name: value}) for name, values in SEARCH_GRID.items() for value in values
+        if names is None or name in names
     ]
     trials = {
         (label, encoder.name): Variant(
@@ -314,6 +316,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--search", action="store_true",
                         help="instead of the comparison: move each setting of the search grid alone, for "
                         "--variants (default transact,avg_pool), seed 0, and table the validation AUC")
+    parser.add_argument("--search-settings", help=f"--search: these settings only, comma-separated ({list(SEARCH_GRID)})")
     parser.add_argument("--variants", help="comma-separated names (default: all of the dataset)")
     parser.add_argument("--quick", action="store_true", help="avg_pool against transact, a small budget")
     parser.add_argument("--output-dir", default="outputs/ablation")
@@ -330,6 +333,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if chosen and any(n not in ALL_VARIANTS for n in chosen):
         unknown = [n for n in chosen if n not in ALL_VARIANTS]
         parser.error(f"--variants: unknown {unknown}; known: {sorted(ALL_VARIANTS)}")
+    searched = args.search_settings.split(",") if args.search_settings else None
+    if searched and any(n not in SEARCH_GRID for n in searched):
+        parser.error(f"--search-settings: unknown {[n for n in searched if n not in SEARCH_GRID]}; known: {list(SEARCH_GRID)}")
     if args.data not in ("all", "logs") and args.data not in data_sources():
         parser.error(f"--data {args.data!r}: expected one of {data_sources()}, all or logs")
     datasets = list(DATASETS) if args.data == "all" else list(LOG_DATASETS) if args.data == "logs" else [args.data]
@@ -368,7 +374,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 tuned = {"time_window_s": window}
                 print(f"[ablation] {data}: training window {window:g} s chosen on validation ({scores})", flush=True)
             results[data], report = search_settings(
-                data, path, variants, args.quick, out, args.workers, train_overrides, tuned
+                data, path, variants, args.quick, out, args.workers, train_overrides, tuned, searched
             )
             reports.append(report)
             print(report, flush=True)

@@ -224,6 +224,7 @@ class SessionRequests(LogRequests):
         self._candidate_position = first  # sorted by (request, item)
         self._candidate_labels = np.zeros((first.size, labels.shape[1]), dtype=bool)
         np.logical_or.at(self._candidate_labels, inverse, labels)
+        self.candidate_rows = np.bincount(inverse, minlength=first.size)  # log rows per candidate
         self.request_size = np.bincount(request_of[first], minlength=self.request_start.size).astype(np.int64)
         self._candidate_start = np.concatenate([[0], np.cumsum(self.request_size)])
         # Every action of every row, in sorted row order: the tokens of the sequences (a

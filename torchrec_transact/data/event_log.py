@@ -269,7 +269,7 @@ def _finish(
     skipped = int(rows.bad.sum()) + len(ragged)
     if kept == 0 and not allow_empty:
         raise ValueError(f"{path}: " + (f"all {skipped} rows were malformed and skipped" if skipped else "no events"))
-    if skipped > 0.1 * (skipped + kept):
+    if skipped > 0.1 * (skipped + kept) and not allow_empty:  # a stream warns once, at its end
         warnings.warn(f"{path}: skipped {skipped} malformed rows of {skipped + kept}")
     rows.bad |= blank
     return {"rows": kept, "skipped_malformed_rows": skipped, "blank_rows": int(blank.sum()), "header_rows": int(header)}
@@ -364,7 +364,8 @@ def stream_event_log(
                                  convert_options=c.convert_options)
     except pa.ArrowInvalid as error:
         raise _arrow_error(path, error) from None
-    first, seen, kept = 1 + int(c.header), 0, 0
+    first, seen, kept, skipped = 1 + int(c.header), 0, 0, 0
+    pending: List[Tuple[int, str]] = []  # rows of the wrong width not yet placed in a block
     while True:
         try:
             batch = reader.read_next_batch()
@@ -372,16 +373,34 @@ def stream_event_log(
             break
         except pa.ArrowInvalid as error:
             raise _arrow_error(path, error) from None
-        ragged, c.ragged[:] = list(c.ragged), []  # the rows of the wrong width met in this block
+        # The reader parses a block ahead, so the rows of the wrong width it reported may
+        # belong to the next block: take those whose lines fall in this block's range.
+        pending = sorted(pending + c.ragged)
+        c.ragged.clear()
+        ragged: List[Tuple[int, str]] = []
+        while pending and pending[0][0] < first + batch.num_rows + len(ragged):
+            ragged.append(pending.pop(0))
         lines = _line_numbers(first, batch.num_rows, ragged)
         first += batch.num_rows + len(ragged)
         events, report = _parse_events(pa.Table.from_batches([batch]), c.columns, lines, ragged, path, fmt,
                                        skip_bad_rows, c.header and not seen, allow_empty=True)
         seen += 1
         kept += report["rows"]
+        skipped += report["skipped_malformed_rows"]
         yield events, report
+    pending = sorted(pending + c.ragged)
+    if pending and not skip_bad_rows:
+        raise ValueError(f"{path}:{pending[0][0]}: {fmt.name} row: {pending[0][1]}")
+    skipped += len(pending)
+    if pending:  # wrong-width rows after the last block's rows
+        empty = pa.array([], pa.string())
+        yield RawEvents(empty, empty, np.zeros(0), np.zeros((0, len(fmt.action_names)), bool),
+                        {f: empty for f in fmt.categorical}), {"rows": 0, "skipped_malformed_rows": len(pending),
+                                                                "blank_rows": 0, "header_rows": 0}
     if not kept:
-        raise ValueError(f"{path}: no events")
+        raise ValueError(f"{path}: " + (f"all {skipped} rows were malformed and skipped" if skipped else "no events"))
+    if skipped > 0.1 * (skipped + kept):
+        warnings.warn(f"{path}: skipped {skipped} malformed rows of {skipped + kept}")
 
 
 def _map_values(raw: pa.Array, values: Dict[str, str], names: List[str]) -> np.ndarray:

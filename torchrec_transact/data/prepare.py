@@ -93,6 +93,19 @@ class PrepareOptions:
             raise ValueError(f"--shards {self.shards}: expected 1 to {(1 << (63 - REQUEST_BITS)) - 1}")
         if not self.paths:
             raise ValueError("--data-path: no log file given")
+        checks = [
+            (self.max_seq_len >= 1, f"--max-seq-len {self.max_seq_len}: must be >= 1"),
+            (self.session_gap_s >= 0, f"--session-gap-s {self.session_gap_s}: must be >= 0"),
+            (self.max_request_size is None or self.max_request_size >= 1,
+             f"--max-request-size {self.max_request_size}: must be >= 1"),
+            (self.min_id_count >= 1, f"--min-id-count {self.min_id_count}: must be >= 1"),
+            (0 < self.train_fraction and self.valid_fraction >= 0 and self.train_fraction + self.valid_fraction < 1,
+             f"--train-fraction {self.train_fraction}, --valid-fraction {self.valid_fraction}: need 0 < train, "
+             "0 <= valid and train + valid < 1 (the rest evaluates)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def format(self) -> EventFormat:
         if self.data == "events":
@@ -158,13 +171,14 @@ def partition(options: PrepareOptions, file_index: int) -> Dict[str, int]:
 
 
 def _raw(vocabulary: Vocabulary, rows: np.ndarray) -> pa.Array:
-    """Raw ids of vocabulary rows (row 0 has none: never asked here)."""
-    return pa.array(vocabulary.raw_ids, pa.string()).take(pa.array(rows - 1))
+    """Raw ids of vocabulary rows (row 0 has none: never asked here); 64-bit offsets, as a
+    shard's sequences can hold more than 2 GB of id text."""
+    return pa.array(vocabulary.raw_ids, pa.large_string()).take(pa.array(rows - 1))
 
 
-def _lists(values: pa.Array, lengths: np.ndarray) -> pa.ListArray:
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+def _lists(values: pa.Array, lengths: np.ndarray) -> pa.LargeListArray:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
 def build(options: PrepareOptions, bucket: int) -> int:
@@ -176,7 +190,9 @@ def build(options: PrepareOptions, bucket: int) -> int:
     parts = sorted(glob.glob(os.path.join(_bucket_dir(options.output_dir, bucket), "*.parquet")))
     schema = _shard_schema(fmt)
     target = os.path.join(options.output_dir, f"shard-{bucket:05d}.parquet")
-    if not parts:
+    if not os.path.isdir(os.path.join(options.output_dir, "rows")):
+        raise ValueError(f"{options.output_dir}: no partitioned rows; run --step partition first")
+    if not parts:  # no user hashed here
         pq.write_table(schema.empty_table(), target)
         return 0
     rows = pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("order")
@@ -204,6 +220,8 @@ def build(options: PrepareOptions, bucket: int) -> int:
         "request_time": pa.array(requests.request_time),
         "user": _raw(vocabularies["user_id"], requests.request_user),
         "candidate_item": _lists(_raw(vocabularies["item"], items), requests.request_size),
+        # Log rows merged into each candidate: --min-id-count counts rows, as in memory.
+        "candidate_rows": _lists(pa.array(requests.candidate_rows.astype(np.int32)), requests.request_size),
     }
     for t, task in enumerate(fmt.tasks):
         columns[f"label:{task}"] = _lists(pa.array(labels[:, t]), requests.request_size)
@@ -217,13 +235,14 @@ def build(options: PrepareOptions, bucket: int) -> int:
 
 
 def _shard_schema(fmt: EventFormat) -> pa.Schema:
-    strings, flags = pa.list_(pa.string()), pa.list_(pa.bool_())
+    strings, flags = pa.large_list(pa.large_string()), pa.large_list(pa.bool_())
     return pa.schema(
-        [("request_id", pa.int64()), ("request_time", pa.float64()), ("user", pa.string()), ("candidate_item", strings)]
+        [("request_id", pa.int64()), ("request_time", pa.float64()), ("user", pa.large_string()),
+         ("candidate_item", strings), ("candidate_rows", pa.large_list(pa.int32()))]
         + [(f"label:{t}", flags) for t in fmt.tasks]
         + [(f"candidate:{c}", strings) for c in fmt.categorical]
-        + [("sequence_action", pa.list_(pa.int32())), ("sequence_item", strings),
-           ("sequence_age", pa.list_(pa.float32()))]
+        + [("sequence_action", pa.large_list(pa.int32())), ("sequence_item", strings),
+           ("sequence_age", pa.large_list(pa.float32()))]
     )
 
 
@@ -232,51 +251,86 @@ def shard_paths(output_dir: str) -> List[str]:
 
 
 def _first_seen(arrays: Sequence[pa.Array]) -> pa.Array:
-    return pc.unique(pa.chunked_array(arrays, pa.string())) if arrays else pa.array([], pa.string())
+    return pc.unique(pa.chunked_array(arrays, pa.large_string())) if arrays else pa.array([], pa.large_string())
 
 
-def finish(options: PrepareOptions, report: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+def _reports(output_dir: str) -> Dict[str, int]:
+    """The partition parts' counts, summed: every part ``I`` of one ``--part I/N`` split."""
+    names = glob.glob(os.path.join(output_dir, "rows-report-*-of-*.json"))
+    parts = {tuple(int(x) for x in os.path.basename(n)[len("rows-report-"):-len(".json")].split("-of-")): n for n in names}
+    counts = {n for _, n in parts}
+    if len(counts) != 1 or {i for i, _ in parts} != set(range(next(iter(counts)))):
+        found = sorted(f"{i}/{n}" for i, n in parts)
+        raise ValueError(f"{output_dir}: partition reports {found}: need every part of one --part I/N split "
+                         "(a part missing, or a stale run: remove its rows-report file)")
+    report: Dict[str, int] = {}
+    for name in parts.values():
+        with open(name) as f:
+            for key, value in json.load(f).items():
+                report[key] = report.get(key, 0) + value
+    return report
+
+
+def _count_ids(ids: pa.Array, rows: np.ndarray) -> pa.Table:
+    return pa.table({"id": ids, "n": pa.array(rows, pa.int64())}).group_by("id").aggregate([("n", "sum")])
+
+
+def finish(options: PrepareOptions) -> Dict[str, Any]:
     """Step 3: the time cuts and vocabularies of every shard (``meta.json``,
     ``vocabulary.json``). Reads the shards' id columns one shard at a time."""
     fmt = options.format()
+    report = _reports(options.output_dir)
     paths = shard_paths(options.output_dir)
     if len(paths) != options.shards:
         raise ValueError(f"{options.output_dir}: {len(paths)} of {options.shards} shards built; run --step build first")
-    times = np.concatenate([pq.read_table(p, columns=["request_time"]).column(0).to_numpy() for p in paths])
-    if times.size == 0:
+    times = [pq.read_table(p, columns=["request_time"]).column(0).to_numpy() for p in paths]
+    every = np.concatenate(times)
+    if every.size == 0:
         raise ValueError(f"{options.output_dir}: the log holds no request")
-    time_cut = float(np.quantile(times, options.train_fraction))
-    valid_cut = float(np.quantile(times, options.train_fraction + options.valid_fraction)) if options.valid_fraction else time_cut
+    time_cut = float(np.quantile(every, options.train_fraction))
+    valid_cut = float(np.quantile(every, options.train_fraction + options.valid_fraction)) if options.valid_fraction else time_cut
+
+    def split_counts(t: np.ndarray) -> Dict[str, int]:
+        return {"train": int((t < time_cut).sum()), "valid": int(((t >= time_cut) & (t < valid_cut)).sum()),
+                "eval": int((t >= valid_cut).sum())}
+
     features = {"user_id": "user", CANDIDATE_ITEM_FEATURE: "candidate_item",
                 **{c: f"candidate:{c}" for c in fmt.categorical}}
     seen: Dict[str, List[pa.Array]] = {f: [] for f in features}
     counts: Dict[str, List[pa.Table]] = {f: [] for f in features}
-    for path in paths:
-        shard = pq.read_table(path, columns=["request_time", *features.values()])
-        train = pc.less(shard.column("request_time"), time_cut)
+    for path, t in zip(paths, times):
+        shard = pq.read_table(path, columns=["candidate_rows", *features.values()])
+        rows = shard.column("candidate_rows").combine_chunks()
+        sizes = pc.list_value_length(rows).to_numpy(zero_copy_only=False)
+        train = t < time_cut
+        candidate_train = np.repeat(train, sizes)
+        flat_rows = rows.flatten().to_numpy(zero_copy_only=False)
         for feature, column in features.items():
             values = shard.column(column).combine_chunks()
-            flat = values.flatten() if pa.types.is_list(values.type) else values
-            seen[feature].append(pc.unique(flat))
-            if options.min_id_count > 1:  # counted over the training requests' candidates
-                kept = values.filter(train)
-                counted = pc.value_counts(kept.flatten() if pa.types.is_list(values.type) else kept).flatten()
-                counts[feature].append(pa.table({"id": counted.field(0), "n": counted.field(1)}))
+            if pa.types.is_large_list(values.type):
+                flat = values.flatten()
+                seen[feature].append(pc.unique(flat))
+                if options.min_id_count > 1:  # each candidate counts its log rows, as in memory
+                    counts[feature].append(_count_ids(flat.filter(pa.array(candidate_train)), flat_rows[candidate_train]))
+            else:  # the user: every log row of the request
+                seen[feature].append(pc.unique(values))
+                if options.min_id_count > 1 and sizes.size:
+                    per_request = np.add.reduceat(flat_rows, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+                    counts[feature].append(_count_ids(values.filter(pa.array(train)), per_request[train]))
     vocabularies: Dict[str, List[str]] = {}
     for feature in features:
         ids = _first_seen(seen[feature])
         if options.min_id_count > 1:
-            total = pa.concat_tables(counts[feature]).group_by("id").aggregate([("n", "sum")])
-            frequent = total.filter(pc.greater_equal(total.column("n_sum"), options.min_id_count)).column("id")
+            total = pa.concat_tables(counts[feature]).group_by("id").aggregate([("n_sum", "sum")])
+            frequent = total.filter(pc.greater_equal(total.column("n_sum_sum"), options.min_id_count)).column("id")
             ids = ids.filter(pc.is_in(ids, frequent.combine_chunks()))
         vocabularies[feature] = ids.to_pylist()
-    splits = {"train": int((times < time_cut).sum()), "valid": int(((times >= time_cut) & (times < valid_cut)).sum()),
-              "eval": int((times >= valid_cut).sum())}
     meta = {
         "version": PREPARED_VERSION, "format": fmt.name, "tasks": list(fmt.tasks), "action_names": list(fmt.action_names),
         "categorical": list(fmt.categorical), "shards": [os.path.basename(p) for p in paths],
-        "time_cut": time_cut, "valid_cut": valid_cut, "requests": splits,
-        "settings": {k: getattr(options, k) for k in FIXED + ("max_seq_len",)}, "report": report or {},
+        "time_cut": time_cut, "valid_cut": valid_cut, "requests": split_counts(every),
+        "shard_requests": [split_counts(t) for t in times],
+        "settings": {k: getattr(options, k) for k in FIXED + ("max_seq_len",)}, "report": report,
         "source": {"data": options.data, "paths": options.paths, "event_format": options.event_format},
     }
     with open(os.path.join(options.output_dir, VOCABULARY_JSON), "w") as f:
@@ -304,6 +358,8 @@ def prepare(options: PrepareOptions, step: str = "all", part: Tuple[int, int] = 
     """Runs ``step`` (``partition``, ``build``, ``finish`` or ``all``) on this process's
     ``part`` (index, count) of the files and buckets, ``workers`` processes at a time.
     Returns counts and seconds per step (and ``meta``: the finished folder's meta)."""
+    if step in ("all", "finish") and part != (0, 1):
+        raise ValueError(f"--part {part[0]}/{part[1]}: parts are for --step partition and --step build")
     options.format()  # a bad format fails before any file is written
     os.makedirs(options.output_dir, exist_ok=True)
     if step == "all":  # a folder prepared before (maybe with other shards) is replaced, not mixed in
@@ -312,9 +368,9 @@ def prepare(options: PrepareOptions, step: str = "all", part: Tuple[int, int] = 
             for name in glob.glob(os.path.join(options.output_dir, pattern)):
                 os.remove(name)
     result: Dict[str, Any] = {}
-    report: Dict[str, int] = {}
     if step in ("all", "partition"):
         started = time.perf_counter()
+        report: Dict[str, int] = {}
         for file_report in _map(workers, partition, options, _share(len(options.paths), part)):
             for key, value in file_report.items():
                 report[key] = report.get(key, 0) + value
@@ -328,12 +384,7 @@ def prepare(options: PrepareOptions, step: str = "all", part: Tuple[int, int] = 
         result["build_s"] = time.perf_counter() - started
     if step in ("all", "finish"):
         started = time.perf_counter()
-        report = {}  # every part's counts, this process's included
-        for name in glob.glob(os.path.join(options.output_dir, "rows-report-*.json")):
-            with open(name) as f:
-                for key, value in json.load(f).items():
-                    report[key] = report.get(key, 0) + value
-        result["meta"] = finish(options, report)
+        result["meta"] = finish(options)
         result["finish_s"] = time.perf_counter() - started
         if not keep_rows:
             shutil.rmtree(os.path.join(options.output_dir, "rows"), ignore_errors=True)

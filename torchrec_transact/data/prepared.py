@@ -143,14 +143,20 @@ class PreparedFolder:
         check_settings(self.meta, {**(settings or {}), "max_seq_len": max_seq_len}, folder)
         self.max_seq_len = max_seq_len
         self.raw_ids = raw
-        self.vocabularies = {feature: pa.array(ids, pa.string()) for feature, ids in raw.items()}
+        self.vocabularies = {feature: pa.array(ids, pa.large_string()) for feature, ids in raw.items()}
         self.shards = [os.path.join(folder, name) for name in self.meta["shards"]]
 
-    def rank_shards(self, rank: int, world: int) -> List[str]:
-        mine = self.shards[rank::world]
-        if not mine:
-            raise ValueError(f"{self.folder}: {len(self.shards)} shards for {world} ranks; prepare at least one per rank")
-        return mine
+    def rank_shards(self, rank: int, world: int, split: str = "train") -> List[str]:
+        """Rank ``rank``'s share of the shards holding requests of ``split``.
+
+        Raises:
+            ValueError: fewer such shards than ranks.
+        """
+        holding = [s for s, counts in zip(self.shards, self.meta["shard_requests"]) if counts[split]]
+        if len(holding) < world:
+            raise ValueError(f"{self.folder}: {len(holding)} shards hold {split} requests, for {world} ranks; "
+                             "prepare more shards (--shards)")
+        return holding[rank::world]
 
     def requests(self, shard: str) -> PreparedRequests:
         return PreparedRequests(pq.read_table(shard), self.meta, self.vocabularies, self.max_seq_len)
@@ -196,6 +202,7 @@ def training_batches(folder: PreparedFolder, rank: int, world: int, batch_size: 
     if workers <= 0:
         return iter(stream)
     if workers > len(shards):
-        raise ValueError(f"--data-workers {workers}: rank {rank} has {len(shards)} shards; each worker needs one")
+        raise ValueError(f"--data-workers {workers}: rank {rank} has {len(shards)} shards with training requests; "
+                         "each worker needs one")
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
     return iter(loader)

@@ -368,7 +368,7 @@ def _open_prepared(options: DataOptions) -> DataSpec:
 
     def evaluation(split: str) -> Callable[[int, int], List[TransActBatch]]:
         return lambda rank, world: list(itertools.islice(
-            folder.batches(split, folder.rank_shards(rank, world), options.batch_size), options.eval_batches))
+            folder.batches(split, folder.rank_shards(rank, world, split), options.batch_size), options.eval_batches))
 
     features = ["user_id", CANDIDATE_ITEM_FEATURE] + list(meta["categorical"])
     return DataSpec(
