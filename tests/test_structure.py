@@ -232,3 +232,35 @@ def test_loss_weights_come_from_the_config_not_from_a_checkpoint() -> None:
 def test_config_file_values_are_checked_with_the_flag_named(values, message) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**values)
+
+
+def test_the_encoder_core_and_request_encoder_run_without_torchrec() -> None:
+    """A bare PyTorch (a CUDA machine without torchrec or fbgemm) imports the encoder
+    core, the request encoder and the CUDA-graph helper and runs them; the package's
+    torchrec parts say what is missing."""
+    code = """
+import sys
+for name in ("torchrec", "fbgemm_gpu"):
+    sys.modules[name] = None  # importing them now raises ImportError
+import torch
+from torchrec_transact.modules.config import TransActConfig
+from torchrec_transact.modules.arch import TransActSequenceArch
+from torchrec_transact.serving.dedup import RequestTransAct
+from torchrec_transact.serving.cuda_graphs import CapturedBucket
+arch = TransActSequenceArch(TransActConfig(num_action_types=3, num_items=10, latest_k=2)).eval()
+lengths = torch.tensor([3, 0, 2])
+out = arch.encode(lengths, torch.tensor([5.0, 60.0, 90.0, 7.0, 8.0]), torch.tensor([0, 1, 2, 1, 0]),
+                  torch.randn(5, 32), torch.randn(3, 32))
+assert out.shape == (3, 3 * 96) and bool(out[1].eq(0).all())
+scores = RequestTransAct(arch)(torch.tensor([1, 0]), torch.randn(2, 32), torch.randn(4, 32))
+assert scores.shape == (4, 3 * 96)
+try:
+    from torchrec_transact import TransAct
+except ImportError as error:
+    assert "needs torchrec" in str(error)
+else:
+    raise AssertionError("TransAct imported without torchrec")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

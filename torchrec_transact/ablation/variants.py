@@ -75,7 +75,7 @@ SEARCH_GRID: Dict[str, Tuple[Any, ...]] = {
     "embedding_dim": (8, 32),
     "embedding_lr": (0.01, 0.2),
     "dense_lr": (3e-4, 3e-3),
-    "embedding_weight_decay": (1e-3, 1e-2),
+    "embedding_weight_decay": (0.1, 1.0),
 }
 
 

@@ -15,9 +15,11 @@ hidden from attention: :func:`compact` turns the keep flags into the positions o
 remaining actions, so the encoder sees exactly the sequence without them.
 """
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+from torch import nn
 
 
 def segment_ids(lengths: torch.Tensor) -> torch.Tensor:
@@ -134,3 +136,81 @@ def compact(
     kept_lengths = torch.zeros(num_examples, dtype=torch.long, device=keep.device)
     kept_lengths.index_add_(0, segments, keep.long())
     return kept_index, position[kept_index], kept_lengths
+
+
+@dataclass
+class KeptActions:
+    """The actions an encoder sees, in the flat jagged layout of the input.
+
+    Args:
+        index (torch.Tensor): int64 [M], positions of the kept actions in the KJT values.
+        example (torch.Tensor): int64 [M], example of each kept action.
+        position (torch.Tensor): int64 [M], 0 = the most recent kept action.
+        lengths (torch.Tensor): int64 [B], kept actions per example.
+    """
+
+    index: torch.Tensor
+    example: torch.Tensor
+    position: torch.Tensor
+    lengths: torch.Tensor
+
+
+def kept_actions(
+    lengths: torch.Tensor, ages: torch.Tensor, max_seq_len: int, time_window_s: float, training: bool
+) -> KeptActions:
+    """Leakage out, the ``max_seq_len`` most recent kept, the training window applied.
+
+    Args:
+        lengths (torch.Tensor): int [B], actions per example (most recent first).
+        ages (torch.Tensor): [M], each action's age in seconds.
+        max_seq_len (int): most recent actions kept per example.
+        time_window_s (float): training-time window bound (0: none).
+        training (bool): the window applies only in training.
+
+    Returns:
+        KeptActions: the kept actions.
+
+    Example::
+
+        kept = kept_actions(torch.tensor([2, 1]), torch.tensor([-1.0, 60.0, 5.0]), 10, 0.0, False)
+        kept.index  # tensor([1, 2])
+    """
+    lengths = lengths.long()
+    batch_size = lengths.numel()
+    segments = segment_ids(lengths)
+    keep = keep_actions(
+        ages if ages.is_floating_point() else ages.float(),
+        segments,
+        batch_size,
+        max_seq_len,
+        time_window_s,
+        training,
+    )
+    index, position, kept_lengths = compact(keep, segments, batch_size)
+    return KeptActions(index, segments[index], position, kept_lengths)
+
+
+def zero_gradient_output(module: nn.Module, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``out`` unchanged, on the autograd graph of every trainable parameter of ``module``.
+
+    For a batch with nothing left to encode (the training window can empty a whole
+    batch): DDP, under DistributedModelParallel, fails a step in which a parameter gets no
+    gradient, so each gets a zero one.
+
+    Args:
+        module (nn.Module): the encoder.
+        out (torch.Tensor): its output for the batch.
+        tokens (torch.Tensor): the (empty) tokens it was given.
+
+    Returns:
+        torch.Tensor: ``out``, numerically.
+
+    Example::
+
+        layer = nn.Linear(2, 2)
+        out = zero_gradient_output(layer, torch.zeros(3, 2), torch.zeros(0, 2))
+        out.sum().backward()
+        layer.weight.grad.abs().sum()  # tensor(0.)
+    """
+    untouched = [p.sum() for p in module.parameters() if p.requires_grad]
+    return out + (tokens.sum() + sum(untouched)) * 0.0

@@ -29,105 +29,13 @@ from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from torchrec_transact.modules.masks import compact, keep_actions, segment_ids
+from torchrec_transact.modules.config import EARLY_FUSION_MODES, TransActConfig  # noqa: F401 (re-exported)
+from torchrec_transact.modules.masks import kept_actions, KeptActions, zero_gradient_output  # noqa: F401
 
 if TYPE_CHECKING:
-    from torchrec_transact.modules.transact import TransActSequenceArch
+    from torchrec_transact.modules.arch import TransActSequenceArch
 
-EARLY_FUSION_MODES = ("concat", "append", "none")
 ITEM_TABLE = "transact_items"
-
-
-@dataclass
-class TransActConfig:
-    """Everything that shapes a :class:`TransAct` module (and the baseline encoders,
-    which read the fields that apply to them).
-
-    Args:
-        num_action_types (int): size of the action-type vocabulary (click, save, hide, ...).
-        num_items (int): size of the item-id vocabulary, shared by sequence and candidate.
-        action_feature (str): KJT key of the action types.
-        item_feature (str): KJT key of the engaged item ids; its weights are action ages.
-        candidate_feature (str): KJT key of the candidate item id (one per example).
-        action_embedding_dim (int): width of the trainable action-type embedding; 0 leaves
-            action types out of the tokens.
-        item_embedding_dim (int): width of the item embedding table.
-        max_seq_len (int): only the most recent ``max_seq_len`` actions are kept.
-        latest_k (int): how many of the most recent output tokens are kept as features.
-        max_pool (bool): append a max pool over all output tokens.
-        num_layers (int): transformer encoder layers.
-        num_heads (int): attention heads.
-        ffn_dim (int): feed-forward width of each layer.
-        dropout (float): dropout of the encoder layers.
-        early_fusion (str): ``"concat"`` (candidate embedding concatenated to every
-            token), ``"append"`` (the candidate is one more token, as in BST) or
-            ``"none"`` (the encoder never sees the candidate). With ``"append"`` the
-            candidate token comes first (position 0): it is one of the ``latest_k``
-            output tokens (followed by the latest_k - 1 most recent actions) and is in
-            the max pool, and an example with no action still has a non-zero output.
-        time_window_s (float): upper bound, in seconds, of the random time window that
-            hides the newest actions in training; 0 disables it.
-        positional_encoding (bool): add a learned embedding of each token's position
-            (0 = most recent). Off by default, as in the paper.
-        max_length_buckets (int): at most this many length buckets per batch; each is
-            padded only to its own longest sequence. 1 pads the batch to its longest.
-        validate_inputs (bool): check keys, lengths, id ranges and ages on every call.
-    """
-
-    num_action_types: int
-    num_items: int
-    action_feature: str = "action_type"
-    item_feature: str = "item_id"
-    candidate_feature: str = "candidate_item_id"
-    action_embedding_dim: int = 32
-    item_embedding_dim: int = 32
-    max_seq_len: int = 100
-    latest_k: int = 10
-    max_pool: bool = True
-    num_layers: int = 2
-    num_heads: int = 1
-    ffn_dim: int = 32
-    dropout: float = 0.1
-    early_fusion: str = "concat"
-    time_window_s: float = 86400.0
-    positional_encoding: bool = False
-    max_length_buckets: int = 8
-    validate_inputs: bool = True
-
-    def __post_init__(self) -> None:
-        if self.early_fusion not in EARLY_FUSION_MODES:
-            raise ValueError(
-                f"early_fusion={self.early_fusion!r}, expected one of {EARLY_FUSION_MODES}"
-            )
-        if self.action_embedding_dim < 0 or self.item_embedding_dim < 1:
-            raise ValueError(
-                f"action_embedding_dim={self.action_embedding_dim} (>= 0) and "
-                f"item_embedding_dim={self.item_embedding_dim} (>= 1)"
-            )
-        for name in ("num_action_types", "num_items", "max_seq_len", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}, expected >= 1")
-        if self.latest_k < 0 or (self.latest_k == 0 and not self.max_pool):
-            raise ValueError(
-                f"latest_k={self.latest_k}, max_pool={self.max_pool}: the output would be "
-                "empty; keep at least one latest token or the max pool"
-            )
-        if self.num_heads < 1 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"num_heads={self.num_heads} (>= 1), dropout={self.dropout} (in [0, 1))"
-            )
-        if self.time_window_s < 0:
-            raise ValueError(f"time_window_s={self.time_window_s}, expected >= 0")
-
-    @property
-    def d_model(self) -> int:
-        """Token width: action + item (+ candidate with concat fusion)."""
-        d = self.action_embedding_dim + self.item_embedding_dim
-        return d + self.item_embedding_dim if self.early_fusion == "concat" else d
-
-    @property
-    def output_dim(self) -> int:
-        return (self.latest_k + int(self.max_pool)) * self.d_model
 
 
 def _first_bad_example(bad: torch.Tensor, lengths: torch.Tensor) -> int:
@@ -223,27 +131,11 @@ def validate_sequence_features(
 torch.fx.wrap("validate_sequence_features")
 
 
-@dataclass
-class KeptActions:
-    """The actions an encoder sees, in the flat jagged layout of the input.
-
-    Args:
-        index (torch.Tensor): int64 [M], positions of the kept actions in the KJT values.
-        example (torch.Tensor): int64 [M], example of each kept action.
-        position (torch.Tensor): int64 [M], 0 = the most recent kept action.
-        lengths (torch.Tensor): int64 [B], kept actions per example.
-    """
-
-    index: torch.Tensor
-    example: torch.Tensor
-    position: torch.Tensor
-    lengths: torch.Tensor
-
-
 def select_actions(
     items: JaggedTensor, max_seq_len: int, time_window_s: float, training: bool
 ) -> KeptActions:
-    """Leakage out, the ``max_seq_len`` most recent kept, the training window applied.
+    """Leakage out, the ``max_seq_len`` most recent kept, the training window applied
+    (:func:`~torchrec_transact.modules.masks.kept_actions` on the item key).
 
     Args:
         items (JaggedTensor): the item key of the input; its weights are action ages.
@@ -264,47 +156,8 @@ def select_actions(
         kept = select_actions(items, max_seq_len=10, time_window_s=0.0, training=False)
         kept.index  # tensor([1, 2])
     """
-    lengths = items.lengths().long()
-    batch_size = lengths.numel()
-    segments = segment_ids(lengths)
-    ages = items.weights()
-    keep = keep_actions(
-        ages if ages.is_floating_point() else ages.float(),
-        segments,
-        batch_size,
-        max_seq_len,
-        time_window_s,
-        training,
-    )
-    index, position, kept_lengths = compact(keep, segments, batch_size)
-    return KeptActions(index, segments[index], position, kept_lengths)
+    return kept_actions(items.lengths(), items.weights(), max_seq_len, time_window_s, training)
 
-
-
-def zero_gradient_output(module: nn.Module, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``out`` unchanged, on the autograd graph of every trainable parameter of ``module``.
-
-    For a batch with nothing left to encode (the training window can empty a whole
-    batch): DDP, under DistributedModelParallel, fails a step in which a parameter gets no
-    gradient, so each gets a zero one.
-
-    Args:
-        module (nn.Module): the encoder.
-        out (torch.Tensor): its output for the batch.
-        tokens (torch.Tensor): the (empty) tokens it was given.
-
-    Returns:
-        torch.Tensor: ``out``, numerically.
-
-    Example::
-
-        layer = nn.Linear(2, 2)
-        out = zero_gradient_output(layer, torch.zeros(3, 2), torch.zeros(0, 2))
-        out.sum().backward()
-        layer.weight.grad.abs().sum()  # tensor(0.)
-    """
-    untouched = [p.sum() for p in module.parameters() if p.requires_grad]
-    return out + (tokens.sum() + sum(untouched)) * 0.0
 
 def _is_empty_batch(features: KeyedJaggedTensor) -> bool:
     """A KJT of zero examples (torchrec's lookups cannot split it). Under fx tracing the

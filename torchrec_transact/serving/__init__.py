@@ -31,24 +31,30 @@ One concern a module:
 * :mod:`~torchrec_transact.serving.predictor`: :class:`Predictor`, which runs them.
 """
 
-from torchrec_transact.models.factory import load_trained_model
-from torchrec_transact.serving.dedup import RequestTransAct
-from torchrec_transact.serving.export import export_scorer
-from torchrec_transact.serving.packing import pack, unpack
-from torchrec_transact.serving.predictor import Predictor, ServingConfig
-from torchrec_transact.serving.raw_ids import RawIdTranslator, RawRequest
-from torchrec_transact.serving.request import (
-    PreparedRequest,
-    RequestError,
-    RequestSchema,
-    ScoringRequest,
-    ScoringResult,
-)
-from torchrec_transact.serving.scorer import (
-    FusedEmbeddingLookup,
-    RequestScorer,
-    supports_request_scoring,
-)
+import importlib
+from typing import Any
+
+# What each name is in; loaded on first use, so that the request encoder (dedup), packing
+# and CUDA graphs import on a bare PyTorch (the rest needs torchrec).
+_WHERE = {
+    "load_trained_model": "torchrec_transact.models.factory",
+    "RequestTransAct": "torchrec_transact.serving.dedup",
+    "export_scorer": "torchrec_transact.serving.export",
+    "pack": "torchrec_transact.serving.packing", "unpack": "torchrec_transact.serving.packing",
+    "Predictor": "torchrec_transact.serving.predictor", "ServingConfig": "torchrec_transact.serving.predictor",
+    "RawIdTranslator": "torchrec_transact.serving.raw_ids", "RawRequest": "torchrec_transact.serving.raw_ids",
+    **{name: "torchrec_transact.serving.request" for name in (
+        "PreparedRequest", "RequestError", "RequestSchema", "ScoringRequest", "ScoringResult")},
+    **{name: "torchrec_transact.serving.scorer" for name in (
+        "FusedEmbeddingLookup", "RequestScorer", "supports_request_scoring")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'torchrec_transact.serving' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "FusedEmbeddingLookup",

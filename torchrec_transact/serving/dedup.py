@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrec_transact.modules.encoder import TransformerEncoderLayer
-from torchrec_transact.modules.transact import TransActSequenceArch
+from torchrec_transact.modules.arch import TransActSequenceArch
 
 
 def _first_layer_shared(

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The configuration of TransAct and the baseline encoders (needs only torch's standard
+library: the encoder core imports it without torchrec)."""
+
+from dataclasses import dataclass
+
+EARLY_FUSION_MODES = ("concat", "append", "none")
+
+
+@dataclass
+class TransActConfig:
+    """Everything that shapes a :class:`TransAct` module (and the baseline encoders,
+    which read the fields that apply to them).
+
+    Args:
+        num_action_types (int): size of the action-type vocabulary (click, save, hide, ...).
+        num_items (int): size of the item-id vocabulary, shared by sequence and candidate.
+        action_feature (str): KJT key of the action types.
+        item_feature (str): KJT key of the engaged item ids; its weights are action ages.
+        candidate_feature (str): KJT key of the candidate item id (one per example).
+        action_embedding_dim (int): width of the trainable action-type embedding; 0 leaves
+            action types out of the tokens.
+        item_embedding_dim (int): width of the item embedding table.
+        max_seq_len (int): only the most recent ``max_seq_len`` actions are kept.
+        latest_k (int): how many of the most recent output tokens are kept as features.
+        max_pool (bool): append a max pool over all output tokens.
+        num_layers (int): transformer encoder layers.
+        num_heads (int): attention heads.
+        ffn_dim (int): feed-forward width of each layer.
+        dropout (float): dropout of the encoder layers.
+        early_fusion (str): ``"concat"`` (candidate embedding concatenated to every
+            token), ``"append"`` (the candidate is one more token, as in BST) or
+            ``"none"`` (the encoder never sees the candidate). With ``"append"`` the
+            candidate token comes first (position 0): it is one of the ``latest_k``
+            output tokens (followed by the latest_k - 1 most recent actions) and is in
+            the max pool, and an example with no action still has a non-zero output.
+        time_window_s (float): upper bound, in seconds, of the random time window that
+            hides the newest actions in training; 0 disables it.
+        positional_encoding (bool): add a learned embedding of each token's position
+            (0 = most recent). Off by default, as in the paper.
+        max_length_buckets (int): at most this many length buckets per batch; each is
+            padded only to its own longest sequence. 1 pads the batch to its longest.
+        validate_inputs (bool): check keys, lengths, id ranges and ages on every call.
+    """
+
+    num_action_types: int
+    num_items: int
+    action_feature: str = "action_type"
+    item_feature: str = "item_id"
+    candidate_feature: str = "candidate_item_id"
+    action_embedding_dim: int = 32
+    item_embedding_dim: int = 32
+    max_seq_len: int = 100
+    latest_k: int = 10
+    max_pool: bool = True
+    num_layers: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 32
+    dropout: float = 0.1
+    early_fusion: str = "concat"
+    time_window_s: float = 86400.0
+    positional_encoding: bool = False
+    max_length_buckets: int = 8
+    validate_inputs: bool = True
+
+    def __post_init__(self) -> None:
+        if self.early_fusion not in EARLY_FUSION_MODES:
+            raise ValueError(
+                f"early_fusion={self.early_fusion!r}, expected one of {EARLY_FUSION_MODES}"
+            )
+        if self.action_embedding_dim < 0 or self.item_embedding_dim < 1:
+            raise ValueError(
+                f"action_embedding_dim={self.action_embedding_dim} (>= 0) and "
+                f"item_embedding_dim={self.item_embedding_dim} (>= 1)"
+            )
+        for name in ("num_action_types", "num_items", "max_seq_len", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}, expected >= 1")
+        if self.latest_k < 0 or (self.latest_k == 0 and not self.max_pool):
+            raise ValueError(
+                f"latest_k={self.latest_k}, max_pool={self.max_pool}: the output would be "
+                "empty; keep at least one latest token or the max pool"
+            )
+        if self.num_heads < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"num_heads={self.num_heads} (>= 1), dropout={self.dropout} (in [0, 1))"
+            )
+        if self.time_window_s < 0:
+            raise ValueError(f"time_window_s={self.time_window_s}, expected >= 0")
+
+    @property
+    def d_model(self) -> int:
+        """Token width: action + item (+ candidate with concat fusion)."""
+        d = self.action_embedding_dim + self.item_embedding_dim
+        return d + self.item_embedding_dim if self.early_fusion == "concat" else d
+
+    @property
+    def output_dim(self) -> int:
+        return (self.latest_k + int(self.max_pool)) * self.d_model
