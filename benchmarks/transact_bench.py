@@ -17,13 +17,18 @@ cancels most of the drift of a shared machine (single runs here vary by +-20%).
 
 import argparse
 import json
+import os
 import platform
 import statistics
-import time
+import sys
 from contextlib import nullcontext
 from typing import Callable, Dict, List
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_utils, run as a script
+
+from bench_utils import encoder_flops, matmul_peak, paired_speedup, time_interleaved  # noqa: E402
 
 from torchrec_transact import TransAct, TransActConfig
 from torchrec_transact.data import random_sequence_features, SequenceFeatures
@@ -34,54 +39,6 @@ def skewed_lengths(batch_size: int, mean: float, max_len: int, g: torch.Generato
     """Exponential lengths clipped to [1, max_len]: most users short, a few at the cap."""
     u = torch.rand(batch_size, generator=g)
     return (-mean * torch.log1p(-u)).ceil().clamp(1, max_len).long()
-
-
-def encoder_flops(config: TransActConfig, lengths: torch.Tensor) -> float:
-    """Forward FLOPs of the encoder on the real (unpadded) tokens; training is 3x."""
-    d, f = config.d_model, config.ffn_dim
-    tokens = float(lengths.sum())
-    per_token_macs = 3 * d * d + d * d + 2 * d * f  # q, k, v, out projection and FFN
-    attention_macs = 2 * d * float((lengths.double() ** 2).sum())  # QK^T and AV
-    return 2.0 * config.num_layers * (tokens * per_token_macs + attention_macs)
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2.0 * n**3 / min(times)
-
-
-def time_interleaved(
-    fns: Dict[str, Callable[[], None]], warmup: int, repeats: int
-) -> Dict[str, List[float]]:
-    """Seconds per call of each function, one sample per round, the functions run in turn
-    within a round so that a slow spell of the machine hits every variant alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-def paired_speedup(reference: List[float], ours: List[float]) -> Dict[str, float]:
-    """Median, min and max over rounds of reference time / our time in the same round."""
-    ratios = [r / o for r, o in zip(reference, ours)]
-    return {
-        "median": statistics.median(ratios),
-        "min": min(ratios),
-        "max": max(ratios),
-    }
 
 
 def make_steps(

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""What the benchmarks share, on torch alone (``gpu_check.py`` runs without torchrec):
+encoder FLOPs, the matmul peak measured in-process, interleaved timing and percentiles."""
+
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+from torchrec_transact.modules.config import TransActConfig
+
+
+def encoder_flops(config: TransActConfig, lengths: torch.Tensor) -> float:
+    """Forward FLOPs of the encoder on the real (unpadded) tokens; training is 3x."""
+    d, f = config.d_model, config.ffn_dim
+    tokens = float(lengths.sum())
+    per_token_macs = 3 * d * d + d * d + 2 * d * f  # q, k, v, out projection and FFN
+    attention_macs = 2 * d * float((lengths.double() ** 2).sum())  # QK^T and AV
+    return 2.0 * config.num_layers * (tokens * per_token_macs + attention_macs)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device = torch.device("cpu"), n: int = 2048,
+                repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` [n, n] x [n, n] products (the machine's practical
+    matmul peak in this process)."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    torch.mm(a, b)
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2.0 * n**3 / min(times)
+
+
+def time_interleaved(
+    fns: Dict[str, Callable[[], None]], warmup: int, repeats: int, device: torch.device = torch.device("cpu")
+) -> Dict[str, List[float]]:
+    """Seconds per call of each function, one sample per round, the functions run in turn
+    within a round so that a slow spell of the machine hits every variant alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def spread(values: List[float]) -> Dict[str, float]:
+    """Min, median and max."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def percentiles_ms(seconds: List[float]) -> Dict[str, float]:
+    ordered = sorted(seconds)
+    return {"p50_ms": 1e3 * statistics.median(ordered),
+            "p99_ms": 1e3 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def paired_speedup(reference: List[float], ours: List[float]) -> Dict[str, float]:
+    """Median, min and max over rounds of reference time / our time in the same round."""
+    return spread([r / o for r, o in zip(reference, ours)])
