@@ -1,28 +1,36 @@
 #!/usr/bin/env python3
 """TransAct against the padded reference, side by side; prints one JSON object.
 
-Both modules get the same weights-free configuration (batch 512, 100 actions, tokens of
-32 + 32 + 32, 2 layers, 1 head, FFN 32, dropout 0.1) and the same batches: ours as a KJT,
-the reference as the padded tensors it expects (padding is not timed for it). The random
-time window is off (``time_window_s=0``) so both encode exactly the same actions; with it
-on, TransAct would get faster still, since it drops the masked tokens the reference keeps.
+Both modules get the same configuration (batch 512, 100 actions, tokens of 32 + 32 + 32,
+2 layers, 1 head, FFN 32; dropout 0, so that only the encoders are compared, and 0.1, the
+paper's) and the same batches: ours as a KJT, the reference as the padded tensors it
+expects (padding is not timed for it). The random time window is off
+(``time_window_s=0``) so both encode exactly the same actions; with it on, TransAct would
+get faster still, since it drops the masked tokens the reference keeps. Full-length and
+skewed (mean 30) lengths; then, with a competing CPU-bound process started by the
+benchmark on the same cores, both again in float32.
 
 Every variant runs once per round, ``--repeats`` rounds after warm-up. Throughputs are
-medians over rounds; speedups are medians (with min and max) of the per-round ratio, which
-cancels most of the drift of a shared machine (single runs here vary by +-20%).
+medians over rounds; speedups are min, median and max of the per-round ratio against the
+reference in the same precision and mode, which cancels most of the drift of a shared
+machine (single runs here vary by +-20%). Each step's encoder FLOP/s (real tokens only) is
+given as a share of the matmul peak measured in this process in the step's precision.
 
-    python benchmarks/transact_bench.py            # full run, ~2 min on 2 cores
+    python benchmarks/transact_bench.py            # full run, ~5 min on 2 cores
     python benchmarks/transact_bench.py --quick    # smaller batch, a smoke test
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-from contextlib import nullcontext
-from typing import Callable, Dict, List
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
@@ -90,21 +98,65 @@ def make_steps(
         "transact_eval_fp32": ours_eval(),
         "reference_eval_fp32": ref_eval(),
         "transact_eval_bf16": ours_eval(bf16),
+        "reference_eval_bf16": ref_eval(bf16),
     }
 
 
-def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: float = 30.0) -> Dict[str, object]:
-    """TransAct against the reference at full and skewed lengths (see the module docstring)."""
+@contextmanager
+def competing_process() -> Iterator[None]:
+    """Another CPU-bound process on the same cores while the block runs (a single-threaded
+    matmul loop: what a neighbouring job on a shared machine looks like)."""
+    code = "import torch\ntorch.set_num_threads(1)\na = torch.randn(256, 256)\nwhile True:\n    a = torch.tanh(a @ a)\n"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(1.0)  # let it start spinning
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def compare(
+    config: TransActConfig, lengths: torch.Tensor, g: torch.Generator, warmup: int, repeats: int,
+    peaks: Dict[str, float], names: Optional[List[str]] = None,
+) -> Dict[str, object]:
+    """Ours against the reference on one batch: examples/s, speedups (min, median, max of
+    the per-round ratios against the reference in the same precision and mode) and the
+    encoder FLOP/s as a share of the matmul peak in the step's precision."""
+    ours, reference = TransAct(config), PaddedTransActReference(config)
+    batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
+    steps = make_steps(ours, reference, batch, config)
+    if names is not None:
+        steps = {k: v for k, v in steps.items() if k in names}
+    samples = time_interleaved(steps, warmup, repeats)
+    flops = encoder_flops(config, lengths)
+    size = lengths.numel()
+    speedups = {
+        key: paired_speedup(samples[f"reference_{key}"], samples[f"transact_{key}"])
+        for key in ("train_fp32", "train_bf16", "eval_fp32", "eval_bf16")
+        if f"reference_{key}" in samples and f"transact_{key}" in samples
+    }
+    shares = {
+        name: (3 if "train" in name else 1) * flops / statistics.median(seconds) / peaks[name[-4:]]
+        for name, seconds in samples.items()
+    }
+    return {
+        "mean_length": float(lengths.float().mean()),
+        "examples_per_s": {k: size / statistics.median(v) for k, v in samples.items()},
+        "speedup_vs_reference": speedups,
+        "encoder_flops_share_of_peak": shares,
+    }
+
+
+def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: float = 30.0,
+        shared_cores: bool = True) -> Dict[str, object]:
+    """TransAct against the reference at full and skewed lengths, dropout 0 and 0.1, and
+    (``shared_cores``) with a competing process on the same cores (see the module
+    docstring)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    config = TransActConfig(
-        num_action_types=8, num_items=100_000, time_window_s=0.0, validate_inputs=True
-    )
-    ours = TransAct(config)
-    reference = PaddedTransActReference(config)
-
-    peak_fp32 = matmul_peak(torch.float32)
-    peak_bf16 = matmul_peak(torch.bfloat16)
+    base = TransActConfig(num_action_types=8, num_items=100_000, time_window_s=0.0, validate_inputs=True)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     result: Dict[str, object] = {
         "benchmark": "transact_vs_padded_reference",
         "machine": {
@@ -115,48 +167,25 @@ def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: f
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         },
         "config": {
-            "batch_size": batch_size,
-            "max_seq_len": config.max_seq_len,
-            "d_model": config.d_model,
-            "num_layers": config.num_layers,
-            "num_heads": config.num_heads,
-            "ffn_dim": config.ffn_dim,
-            "max_length_buckets": config.max_length_buckets,
-            "repeats": repeats,
+            "batch_size": batch_size, "max_seq_len": base.max_seq_len, "d_model": base.d_model,
+            "num_layers": base.num_layers, "num_heads": base.num_heads, "ffn_dim": base.ffn_dim,
+            "max_length_buckets": base.max_length_buckets, "repeats": repeats,
         },
-        "matmul_peak_gflops": {"fp32": peak_fp32 / 1e9, "bf16": peak_bf16 / 1e9},
+        "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
     }
     cases = {
-        "full_length": torch.full((batch_size,), config.max_seq_len, dtype=torch.long),
-        "skewed": skewed_lengths(batch_size, skewed_mean, config.max_seq_len, g),
+        "full_length": torch.full((batch_size,), base.max_seq_len, dtype=torch.long),
+        "skewed": skewed_lengths(batch_size, skewed_mean, base.max_seq_len, g),
     }
-    for case, lengths in cases.items():
-        batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
-        samples = time_interleaved(
-            make_steps(ours, reference, batch, config), warmup, repeats
-        )
-        seconds = {name: statistics.median(ts) for name, ts in samples.items()}
-        flops = encoder_flops(config, lengths)
-        ref_train, ref_eval = samples["reference_train_fp32"], samples["reference_eval_fp32"]
-        entry: Dict[str, object] = {
-            "mean_length": float(lengths.float().mean()),
-            "examples_per_s": {k: batch_size / v for k, v in seconds.items()},
-            # Against the float32 reference, round by round (see paired_speedup).
-            "speedup_vs_reference_fp32": {
-                "train_fp32": paired_speedup(ref_train, samples["transact_train_fp32"]),
-                "train_bf16": paired_speedup(ref_train, samples["transact_train_bf16"]),
-                "eval_fp32": paired_speedup(ref_eval, samples["transact_eval_fp32"]),
-                "eval_bf16": paired_speedup(ref_eval, samples["transact_eval_bf16"]),
-            },
-            # Useful FLOPs (real tokens only) per second, as a share of the measured peak.
-            "encoder_flops_fraction_of_peak": {
-                "transact_train_fp32": 3 * flops / seconds["transact_train_fp32"] / peak_fp32,
-                "transact_train_bf16": 3 * flops / seconds["transact_train_bf16"] / peak_bf16,
-                "transact_eval_fp32": flops / seconds["transact_eval_fp32"] / peak_fp32,
-                "reference_train_fp32": 3 * flops / seconds["reference_train_fp32"] / peak_fp32,
-            },
-        }
-        result[case] = entry
+    for dropout in (0.0, 0.1):
+        config = dataclasses.replace(base, dropout=dropout)
+        for case, lengths in cases.items():
+            result[f"{case}_dropout_{dropout:g}"] = compare(config, lengths, g, warmup, repeats, peaks)
+    if shared_cores:
+        fp32 = ["transact_train_fp32", "reference_train_fp32", "transact_eval_fp32", "reference_eval_fp32"]
+        with competing_process():
+            for case, lengths in cases.items():
+                result[f"{case}_shared_cores"] = compare(base, lengths, g, warmup, repeats, peaks, fp32)
     return result
 
 
@@ -166,11 +195,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skewed-mean", type=float, default=30.0)
+    parser.add_argument("--no-shared-cores", action="store_true", help="skip the case with a competing process")
     parser.add_argument("--quick", action="store_true", help="batch 64, 2 repeats")
     args = parser.parse_args()
     if args.quick:
         args.batch_size, args.repeats, args.warmup = 64, 2, 1
-    print(json.dumps(run(args.batch_size, args.repeats, args.warmup, args.skewed_mean), indent=2))
+    print(json.dumps(run(args.batch_size, args.repeats, args.warmup, args.skewed_mean, not args.no_shared_cores),
+                     indent=2))
 
 
 if __name__ == "__main__":
