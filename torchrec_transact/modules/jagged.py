@@ -129,8 +129,15 @@ def pad_into_buckets(
         [b, L, D] (zeros at padding) and the bool mask [b, L] of real tokens, or None when
         the bucket has no padding (masking it would only cost time).
     """
-    flat = tokens.new_zeros(buckets.num_rows, tokens.shape[1])
-    flat = flat.index_copy(0, buckets.token_row, tokens)
+    rows = tokens.shape[0]
+    if (
+        len(buckets.shapes) == 1 and buckets.num_rows == rows
+        and torch.equal(buckets.token_row, torch.arange(rows, device=tokens.device))
+    ):
+        flat = tokens  # one bucket without padding, tokens already in its order: no copy
+    else:
+        # In place into a fresh buffer: index_copy would copy the zeros once more.
+        flat = tokens.new_zeros(buckets.num_rows, tokens.shape[1]).index_copy_(0, buckets.token_row, tokens)
     # split, not slicing: the backward of a slice allocates a zeroed gradient of the
     # whole buffer per bucket, the backward of split concatenates once.
     parts = flat.split([size * padded for size, padded in buckets.shapes])
