@@ -6,7 +6,7 @@ from torch.testing import assert_close
 from torchrec.distributed.train_pipeline.tracing import Tracer as PipelineTracer
 
 from helpers import kjt_from_examples, make_transact, random_example, small_config
-from torchrec_transact import TransAct
+from torchrec_transact import TransAct, TransActConfig
 
 
 @pytest.mark.parametrize("fusion", ["concat", "append", "none"])
@@ -475,3 +475,37 @@ def test_a_batch_emptied_by_the_window_still_gives_every_parameter_a_gradient() 
     transact(kjt_from_examples(leaked)).sum().backward()
     for name, p in transact.sequence_arch.named_parameters():
         assert p.grad is not None and torch.equal(p.grad, torch.zeros_like(p.grad)), name
+
+
+def test_compiled_encoder_equals_the_eager_path() -> None:
+    """torch.compile (inductor, dynamic shapes) on the evaluation path gives the eager
+    numbers on buckets with and without padding; training stays eager; a compiler
+    failure warns once and falls back to eager."""
+    import warnings
+
+    from torchrec_transact.data import random_sequence_features
+
+    torch.manual_seed(0)
+    transact = TransAct(TransActConfig(num_action_types=4, num_items=50, time_window_s=0.0, max_length_buckets=3))
+    lengths = torch.tensor([30, 1, 7, 0, 12, 30, 3, 25])
+    kjt = random_sequence_features(lengths, 4, 50, generator=torch.Generator().manual_seed(0)).kjt()
+    with torch.inference_mode():
+        eager = transact.eval()(kjt)
+        transact.transformer.compile_encoder()
+        compiled = transact(kjt)
+        again = transact(random_sequence_features(lengths.flip(0), 4, 50).kjt())  # other shapes, same graphs
+    assert transact.transformer._compiled is not None and again.shape == eager.shape
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    transact.train()
+    transact(kjt).sum().backward()  # gradients: the eager path
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    transact.eval().transformer._compiled = broken
+    with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallback = transact(kjt)
+    assert any("using the eager path" in str(w.message) for w in caught)
+    assert transact.transformer._compiled is None
+    torch.testing.assert_close(fallback, eager)

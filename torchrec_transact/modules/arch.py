@@ -5,7 +5,8 @@ pool. Needs only torch (the KJT types are for annotation), so the encoder core r
 bare PyTorch install: ``encode`` takes plain tensors.
 """
 
-from typing import List, Optional, TYPE_CHECKING
+import warnings
+from typing import Callable, List, Optional, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -71,6 +72,7 @@ class TransActSequenceArch(nn.Module):
             if config.positional_encoding
             else None
         )
+        self._compiled: Optional[Callable[..., torch.Tensor]] = None  # compile_encoder()
         self.encoder = TransformerEncoder(
             EncoderConfig(
                 d_model=config.d_model,
@@ -166,17 +168,50 @@ class TransActSequenceArch(nn.Module):
             # dtype it enters with; entering in that precision saves a cast before every
             # projection and halves the memory traffic of the elementwise ops.
             tokens = tokens.to(torch.get_autocast_dtype(device_type))
+        else:  # weights kept in low precision for inference (no autocast): match them
+            tokens = tokens.to(self.encoder.layers[0].in_proj_weight.dtype)
         buckets = length_buckets(
             lengths, example, position, self.config.max_length_buckets
         )
-        compressed: List[torch.Tensor] = [
-            self._compress(self.encoder(x, valid), valid)
-            for x, valid in pad_into_buckets(tokens, buckets)
-        ]
+        encode = self._encode_bucket
+        if self._compiled is not None and not torch.is_grad_enabled():
+            encode = self._compiled_or_eager
+        compressed: List[torch.Tensor] = [encode(x, valid) for x, valid in pad_into_buckets(tokens, buckets)]
         out = tokens.new_zeros(lengths.numel(), self.config.output_dim, dtype=torch.float32)
         if not compressed:
             return zero_gradient_output(self, out, tokens)
         return out.index_copy(0, buckets.order, torch.cat(compressed).float())
+
+    def _encode_bucket(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+        """One padded bucket [b, L, d] -> its compressed output [b, output_dim]."""
+        return self._compress(self.encoder(x, valid), valid)
+
+    def compile_encoder(self, enabled: bool = True) -> "TransActSequenceArch":
+        """Runs each bucket's encoder and compression through ``torch.compile`` (inductor,
+        dynamic shapes, so the buckets' varying sizes reuse one graph per mask case) when
+        no gradient is taken: evaluation and serving. Training, and a machine where
+        compilation fails (no C++ compiler, an unsupported backend), run the eager path,
+        which computes the same function (a test compares them); a failure warns once.
+
+        Args:
+            enabled (bool): False returns to the eager path.
+
+        Returns:
+            TransActSequenceArch: ``self``.
+        """
+        self._compiled = torch.compile(self._encode_bucket, dynamic=True) if enabled else None
+        return self
+
+    def _compiled_or_eager(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+        if self._compiled is None:  # an earlier bucket's compilation failed
+            return self._encode_bucket(x, valid)
+        try:
+            return self._compiled(x, valid)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: eager from now on
+            warnings.warn(f"torch.compile of the TransAct encoder failed ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); using the eager path")
+            self._compiled = None
+            return self._encode_bucket(x, valid)
 
     def _compress(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """[b, L, d] encoder output -> [b, (latest_k + max_pool) * d]."""
