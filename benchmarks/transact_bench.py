@@ -21,6 +21,7 @@ given as a share of the matmul peak measured in this process in the step's preci
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -90,7 +91,19 @@ def make_steps(
                 reference(actions, items, ages, candidates, valid)
         return step
 
+    compiled = copy.deepcopy(ours)
+    compiled.transformer.compile_encoder()
+
+    def compiled_eval(ctx=nullcontext) -> Callable[[], None]:
+        def step() -> None:
+            compiled.eval()
+            with torch.inference_mode(), ctx():
+                compiled(kjt)
+        return step
+
     return {
+        "transact_eval_compiled_fp32": compiled_eval(),
+        "transact_eval_compiled_bf16": compiled_eval(bf16),
         "transact_train_fp32": ours_train(),
         "reference_train_fp32": ref_train(),
         "transact_train_bf16": ours_train(bf16),
@@ -136,6 +149,10 @@ def compare(
         for key in ("train_fp32", "train_bf16", "eval_fp32", "eval_bf16")
         if f"reference_{key}" in samples and f"transact_{key}" in samples
     }
+    for precision in ("fp32", "bf16"):  # torch.compile'd evaluation (compile_encoder)
+        if f"transact_eval_compiled_{precision}" in samples and f"reference_eval_{precision}" in samples:
+            speedups[f"eval_compiled_{precision}"] = paired_speedup(
+                samples[f"reference_eval_{precision}"], samples[f"transact_eval_compiled_{precision}"])
     shares = {
         name: (3 if "train" in name else 1) * flops / statistics.median(seconds) / peaks[name[-4:]]
         for name, seconds in samples.items()
@@ -182,7 +199,8 @@ def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: f
         for case, lengths in cases.items():
             result[f"{case}_dropout_{dropout:g}"] = compare(config, lengths, g, warmup, repeats, peaks)
     if shared_cores:
-        fp32 = ["transact_train_fp32", "reference_train_fp32", "transact_eval_fp32", "reference_eval_fp32"]
+        fp32 = ["transact_train_fp32", "reference_train_fp32", "transact_eval_fp32", "reference_eval_fp32",
+                "transact_eval_compiled_fp32"]
         with competing_process():
             for case, lengths in cases.items():
                 result[f"{case}_shared_cores"] = compare(base, lengths, g, warmup, repeats, peaks, fp32)
