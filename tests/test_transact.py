@@ -509,3 +509,26 @@ def test_compiled_encoder_equals_the_eager_path() -> None:
     assert any("using the eager path" in str(w.message) for w in caught)
     assert transact.transformer._compiled is None
     torch.testing.assert_close(fallback, eager)
+
+
+def test_bfloat16_weights_without_autocast_follow_the_float32_module() -> None:
+    """Inference with the module's weights in bfloat16 (no autocast): the tokens follow
+    the weights' dtype, and the output stays within bfloat16 rounding of float32."""
+    import copy
+
+    from torchrec_transact.data import random_sequence_features
+
+    torch.manual_seed(0)
+    transact = TransAct(TransActConfig(num_action_types=4, num_items=50, time_window_s=0.0)).eval()
+    kjt = random_sequence_features(torch.tensor([30, 1, 0, 12]), 4, 50, generator=torch.Generator().manual_seed(0)).kjt()
+    with torch.inference_mode():
+        full = transact(kjt)
+        half = copy.deepcopy(transact).to(torch.bfloat16)(kjt)
+        # The arch alone, handed float32 embeddings (as a caller of encode() may).
+        arch = copy.deepcopy(transact.transformer).to(torch.bfloat16)
+        lengths = torch.tensor([3, 0])
+        inputs = (lengths, torch.tensor([5.0, 60.0, 90.0]), torch.tensor([0, 1, 2]), torch.randn(3, 32), torch.randn(2, 32))
+        assert_close(arch.encode(*inputs), transact.transformer.encode(*inputs), rtol=0.05, atol=0.1)
+    assert half.dtype == torch.float32 and bool(half[2].eq(0).all())
+    assert_close(half, full, rtol=0.05, atol=0.1)
+    assert float((half - full).abs().mean()) < 0.02
