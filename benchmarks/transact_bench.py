@@ -77,11 +77,11 @@ def make_steps(
             out.sum().backward()
         return step
 
-    def ours_eval(ctx=nullcontext) -> Callable[[], None]:
+    def ours_eval(ctx=nullcontext, module: TransAct = ours) -> Callable[[], None]:
         def step() -> None:
-            ours.eval()
+            module.eval()
             with torch.inference_mode(), ctx():
-                ours(kjt)
+                module(kjt)
         return step
 
     def ref_eval(ctx=nullcontext) -> Callable[[], None]:
@@ -94,16 +94,9 @@ def make_steps(
     compiled = copy.deepcopy(ours)
     compiled.transformer.compile_encoder()
 
-    def compiled_eval(ctx=nullcontext) -> Callable[[], None]:
-        def step() -> None:
-            compiled.eval()
-            with torch.inference_mode(), ctx():
-                compiled(kjt)
-        return step
-
     return {
-        "transact_eval_compiled_fp32": compiled_eval(),
-        "transact_eval_compiled_bf16": compiled_eval(bf16),
+        "transact_eval_compiled_fp32": ours_eval(module=compiled),
+        "transact_eval_compiled_bf16": ours_eval(bf16, compiled),
         "transact_train_fp32": ours_train(),
         "reference_train_fp32": ref_train(),
         "transact_train_bf16": ours_train(bf16),

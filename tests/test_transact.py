@@ -479,8 +479,9 @@ def test_a_batch_emptied_by_the_window_still_gives_every_parameter_a_gradient() 
 
 def test_compiled_encoder_equals_the_eager_path() -> None:
     """torch.compile (inductor, dynamic shapes) on the evaluation path gives the eager
-    numbers on buckets with and without padding; training stays eager; a compiler
-    failure warns once and falls back to eager."""
+    numbers on buckets with and without padding; a copy runs its own weights; training
+    stays eager; a compiler failure warns once and falls back to eager."""
+    import copy
     import warnings
 
     from torchrec_transact.data import random_sequence_features
@@ -496,6 +497,16 @@ def test_compiled_encoder_equals_the_eager_path() -> None:
         again = transact(random_sequence_features(lengths.flip(0), 4, 50).kjt())  # other shapes, same graphs
     assert transact.transformer._compiled is not None and again.shape == eager.shape
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    copied = copy.deepcopy(transact)  # shares the compiled function, runs its own weights
+    with torch.no_grad():
+        for p in copied.transformer.encoder.parameters():
+            p.mul_(0.5)
+    with torch.inference_mode():
+        compiled_copy = copied(kjt)
+        copied.transformer.compile_encoder(False)
+        eager_copy = copied(kjt)
+    assert_close(compiled_copy, eager_copy, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(compiled_copy, compiled)
     transact.train()
     transact(kjt).sum().backward()  # gradients: the eager path
 

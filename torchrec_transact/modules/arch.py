@@ -199,14 +199,16 @@ class TransActSequenceArch(nn.Module):
         Returns:
             TransActSequenceArch: ``self``.
         """
-        self._compiled = torch.compile(self._encode_bucket, dynamic=True) if enabled else None
+        # The module is an argument, not a bound self: a copy of this module (deepcopy)
+        # shares the compiled function but runs it on its own weights.
+        self._compiled = torch.compile(_encode_bucket, dynamic=True) if enabled else None
         return self
 
     def _compiled_or_eager(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         if self._compiled is None:  # an earlier bucket's compilation failed
             return self._encode_bucket(x, valid)
         try:
-            return self._compiled(x, valid)
+            return self._compiled(self, x, valid)
         except Exception as error:  # noqa: BLE001 - any compiler failure: eager from now on
             warnings.warn(f"torch.compile of the TransAct encoder failed ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}); using the eager path")
@@ -235,3 +237,8 @@ class TransActSequenceArch(nn.Module):
             # over ties and costs several passes over [b, L, d].
             parts.append(x.max(dim=1).values)
         return torch.cat(parts, dim=1)
+
+
+def _encode_bucket(arch: TransActSequenceArch, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """``arch._encode_bucket`` as a function of the module (what ``compile_encoder`` compiles)."""
+    return arch._encode_bucket(x, valid)

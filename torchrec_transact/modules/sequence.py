@@ -134,17 +134,9 @@ torch.fx.wrap("validate_sequence_features")
 def select_actions(
     items: JaggedTensor, max_seq_len: int, time_window_s: float, training: bool
 ) -> KeptActions:
-    """Leakage out, the ``max_seq_len`` most recent kept, the training window applied
-    (:func:`~torchrec_transact.modules.masks.kept_actions` on the item key).
-
-    Args:
-        items (JaggedTensor): the item key of the input; its weights are action ages.
-        max_seq_len (int): most recent actions kept per example.
-        time_window_s (float): training-time window bound (0: none).
-        training (bool): the window applies only in training.
-
-    Returns:
-        KeptActions: the kept actions.
+    """:func:`~torchrec_transact.modules.masks.kept_actions` on the item key of the input
+    (``items``: its weights are the action ages); the other arguments and the result are
+    that function's.
 
     Example::
 
