@@ -261,6 +261,9 @@ except ImportError as error:
     assert "needs torchrec" in str(error)
 else:
     raise AssertionError("TransAct imported without torchrec")
+import torchrec_transact
+assert torchrec_transact.TransActConfig is TransActConfig and "TransAct" in dir(torchrec_transact)
+assert torchrec_transact.modules.arch.TransActSequenceArch is TransActSequenceArch
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -482,6 +482,7 @@ def test_compiled_encoder_equals_the_eager_path() -> None:
     numbers on buckets with and without padding; a copy runs its own weights; training
     stays eager; a compiler failure warns once and falls back to eager."""
     import copy
+    import pickle
     import warnings
 
     from torchrec_transact.data import random_sequence_features
@@ -492,11 +493,17 @@ def test_compiled_encoder_equals_the_eager_path() -> None:
     kjt = random_sequence_features(lengths, 4, 50, generator=torch.Generator().manual_seed(0)).kjt()
     with torch.inference_mode():
         eager = transact.eval()(kjt)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         transact.transformer.compile_encoder()
         compiled = transact(kjt)
         again = transact(random_sequence_features(lengths.flip(0), 4, 50).kjt())  # other shapes, same graphs
     assert transact.transformer._compiled is not None and again.shape == eager.shape
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # compiled, not eager
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    restored = pickle.loads(pickle.dumps(transact))  # the compiled function is not pickled
+    assert restored.transformer._compiled is not None
+    with torch.inference_mode():
+        torch.testing.assert_close(restored(kjt), eager, rtol=1e-4, atol=1e-5)
     copied = copy.deepcopy(transact)  # shares the compiled function, runs its own weights
     with torch.no_grad():
         for p in copied.transformer.encoder.parameters():

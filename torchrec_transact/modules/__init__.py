@@ -2,8 +2,7 @@
 ``masks``, ``dropout``) needs only torch; the modules on KJTs (``sequence``, ``transact``,
 ``baselines``) need torchrec and load on first use."""
 
-import importlib
-from typing import Any
+from torchrec_transact._lazy import lazy_exports
 
 _WHERE = {
     "EncoderConfig": "encoder", "TransformerEncoder": "encoder", "TransformerEncoderLayer": "encoder",
@@ -11,9 +10,4 @@ _WHERE = {
     "select_actions": "sequence", "SequenceModule": "sequence", "TransAct": "transact",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'torchrec_transact.modules' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"torchrec_transact.modules.{_WHERE[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _WHERE.items()})

@@ -6,7 +6,7 @@ bare PyTorch install: ``encode`` takes plain tensors.
 """
 
 import warnings
-from typing import Callable, List, Optional, TYPE_CHECKING
+from typing import Any, Callable, Dict, List, Optional, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -72,7 +72,6 @@ class TransActSequenceArch(nn.Module):
             if config.positional_encoding
             else None
         )
-        self._compiled: Optional[Callable[..., torch.Tensor]] = None  # compile_encoder()
         self.encoder = TransformerEncoder(
             EncoderConfig(
                 d_model=config.d_model,
@@ -83,6 +82,23 @@ class TransActSequenceArch(nn.Module):
             ),
             device=device,
         )
+
+    # compile_encoder(); a class default, so modules pickled before it existed load too.
+    _compiled: Optional[Callable[..., torch.Tensor]] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The compiled function does not pickle: keep whether there was one and compile
+        # again on load.
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state["_compiled"] = None
+        state["_compile_on_load"] = self._compiled is not None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        compile_on_load = state.pop("_compile_on_load", False)
+        super().__setstate__(state)
+        if compile_on_load:
+            self.compile_encoder()
 
     def reset_parameters(self) -> None:
         """Parameters held directly here (submodules reset themselves); also called by
@@ -174,7 +190,7 @@ class TransActSequenceArch(nn.Module):
             lengths, example, position, self.config.max_length_buckets
         )
         encode = self._encode_bucket
-        if self._compiled is not None and not torch.is_grad_enabled():
+        if self._compiled is not None and not self.training and not torch.is_grad_enabled():
             encode = self._compiled_or_eager
         compressed: List[torch.Tensor] = [encode(x, valid) for x, valid in pad_into_buckets(tokens, buckets)]
         out = tokens.new_zeros(lengths.numel(), self.config.output_dim, dtype=torch.float32)
@@ -188,8 +204,8 @@ class TransActSequenceArch(nn.Module):
 
     def compile_encoder(self, enabled: bool = True) -> "TransActSequenceArch":
         """Runs each bucket's encoder and compression through ``torch.compile`` (inductor,
-        dynamic shapes, so the buckets' varying sizes reuse one graph per mask case) when
-        no gradient is taken: evaluation and serving. Training, and a machine where
+        dynamic shapes, so the buckets' varying sizes reuse one graph per mask case) in
+        evaluation mode when no gradient is taken: evaluation and serving. Training, and a machine where
         compilation fails (no C++ compiler, an unsupported backend), run the eager path,
         which computes the same function (a test compares them); a failure warns once.
 

@@ -31,8 +31,7 @@ One concern a module:
 * :mod:`~torchrec_transact.serving.predictor`: :class:`Predictor`, which runs them.
 """
 
-import importlib
-from typing import Any
+from torchrec_transact._lazy import lazy_exports
 
 # What each name is in; loaded on first use, so that the request encoder (dedup), packing
 # and CUDA graphs import on a bare PyTorch (the rest needs torchrec).
@@ -50,11 +49,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'torchrec_transact.serving' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
-
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "FusedEmbeddingLookup",
