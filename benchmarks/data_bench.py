@@ -107,16 +107,20 @@ def prepared_log_speed(source: str, copies: int, shards: int, batch_size: int) -
         for batch in folder.batches("train", folder.shards, batch_size, shuffle=True):
             examples += batch.batch_size
         read = examples / (time.perf_counter() - start)
-        total = sum(len(r) for r in _candidates(folder))
+        total = _candidate_count(folder)
     return {"rows": float(meta["report"]["rows"]), "megabytes": os.path.getsize(source) * copies / 2**20,
             "prepare_examples_per_s": total / prepare_s, "shards_to_batches_examples_per_s": read}
 
 
-def _candidates(folder) -> Iterable:  # type: ignore[no-untyped-def]
+def _candidate_count(folder) -> int:  # type: ignore[no-untyped-def]
+    """Candidates (examples) of every split in a prepared folder."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    for shard in folder.shards:
-        yield from pq.read_table(shard, columns=["candidate_item"]).column(0).to_pylist()
+    return sum(
+        int(pc.sum(pc.list_value_length(pq.read_table(shard, columns=["candidate_item"]).column(0))).as_py() or 0)
+        for shard in folder.shards
+    )
 
 
 def run(batch_size: int = 500, model_steps: int = 10, data_dir: Optional[str] = None,

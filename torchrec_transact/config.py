@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torchrec_transact.data.registry import data_sources, describe_data_sources
 from torchrec_transact.modules.baselines import SEQUENCE_ENCODERS
-from torchrec_transact.modules.sequence import EARLY_FUSION_MODES, TransActConfig
+from torchrec_transact.modules.config import EARLY_FUSION_MODES, TransActConfig
 
 MODELS = ("dcn", "dlrm")
 PIPELINES = ("auto", "sparse_dist", "plain")

@@ -117,6 +117,10 @@ class LogRequests:
         categorical features' ids ([N] each)."""
         raise NotImplementedError
 
+    def request_ids(self, requests: Sequence[int]) -> np.ndarray:
+        """int64 ids of ``requests``, unique within the data (HIT@K groups examples by them)."""
+        return np.asarray(requests, dtype=np.int64)
+
     def sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each request's sequence: action types, item ids and ages (s), most recent first."""
         return [self.processor.sequence(self.history(r), self.request_time[r]) for r in requests]
@@ -141,7 +145,7 @@ class LogRequests:
             sequence_features=sequence,
             labels=torch.from_numpy(labels.astype(np.float32)),
             weights=torch.ones(items.size),
-            request_ids=torch.as_tensor(np.asarray(requests, dtype=np.int64)).repeat_interleave(per_request),
+            request_ids=torch.from_numpy(self.request_ids(requests)).repeat_interleave(per_request),
         )
 
     def batches(

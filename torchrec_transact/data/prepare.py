@@ -25,7 +25,6 @@ impression log such as MIND's is one request per row already; ``--data mind`` re
 """
 
 import argparse
-import dataclasses
 import glob
 import json
 import multiprocessing
@@ -307,16 +306,16 @@ def finish(options: PrepareOptions) -> Dict[str, Any]:
         flat_rows = rows.flatten().to_numpy(zero_copy_only=False)
         for feature, column in features.items():
             values = shard.column(column).combine_chunks()
-            if pa.types.is_large_list(values.type):
-                flat = values.flatten()
-                seen[feature].append(pc.unique(flat))
-                if options.min_id_count > 1:  # each candidate counts its log rows, as in memory
-                    counts[feature].append(_count_ids(flat.filter(pa.array(candidate_train)), flat_rows[candidate_train]))
-            else:  # the user: every log row of the request
+            if feature == "user_id":  # one per request; it counts every log row of the request
                 seen[feature].append(pc.unique(values))
                 if options.min_id_count > 1 and sizes.size:
                     per_request = np.add.reduceat(flat_rows, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
                     counts[feature].append(_count_ids(values.filter(pa.array(train)), per_request[train]))
+            else:  # one per candidate; each counts its log rows, as in memory
+                flat = values.flatten()
+                seen[feature].append(pc.unique(flat))
+                if options.min_id_count > 1:
+                    counts[feature].append(_count_ids(flat.filter(pa.array(candidate_train)), flat_rows[candidate_train]))
     vocabularies: Dict[str, List[str]] = {}
     for feature in features:
         ids = _first_seen(seen[feature])

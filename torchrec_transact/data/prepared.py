@@ -119,12 +119,9 @@ class PreparedRequests(LogRequests):
         spans = span_positions(self._candidate_start, requests)
         return self._items[spans], self._labels[spans], [c[spans] for c in self._categoricals]
 
-    def batch(self, requests: Sequence[int]) -> TransActBatch:
-        batch = super().batch(requests)
-        # Ids unique across the folder's shards (HIT@K groups examples by request).
-        ids = torch.from_numpy(self.request_id[np.asarray(requests, dtype=np.int64)])
-        batch.request_ids = ids.repeat_interleave(torch.from_numpy(self.request_size[np.asarray(requests, dtype=np.int64)]))
-        return batch
+    def request_ids(self, requests: Sequence[int]) -> np.ndarray:
+        # Unique across the folder's shards, not only within this one.
+        return self.request_id[np.asarray(requests, dtype=np.int64)]
 
 
 class PreparedFolder:

@@ -297,9 +297,40 @@ def _log_format(name: str, options: DataOptions) -> "EventFormat":
     return preset_for_file(name, str(options.path))
 
 
+def _log_spec(
+    tasks: List[str],
+    vocabularies: Dict[str, List[str]],
+    action_names: List[str],
+    train: Callable[[int, int, int], Iterator[TransActBatch]],
+    evaluation: Callable[[str], Callable[[int, int], List[TransActBatch]]],
+    validation: bool,
+    report: Dict[str, int],
+) -> DataSpec:
+    """The spec of a log's requests: the log dense features, one table per raw-id
+    vocabulary (``vocabularies``: each row's raw id from row 1; row 0 is unknown ids),
+    ``evaluation(split)`` batches of the evaluation and (``validation``) validation
+    splits."""
+    from torchrec_transact.data.action_logs import DENSE_FEATURES
+
+    return DataSpec(
+        tasks=list(tasks),
+        dense_in_features=len(DENSE_FEATURES),
+        user_embedding_dim=0,
+        sparse_tables=[(feature, len(ids) + 1) for feature, ids in vocabularies.items()],
+        num_items=len(vocabularies[CANDIDATE_ITEM_FEATURE]) + 1,
+        num_action_types=len(action_names),
+        train=train,
+        evaluation=evaluation("eval"),
+        validation=evaluation("valid") if validation else None,
+        report=report,
+        vocabularies=vocabularies,
+        action_names=list(action_names),
+    )
+
+
 def _log_source(name: str) -> DataSource:
     def open_log_source(options: DataOptions) -> DataSpec:
-        from torchrec_transact.data.action_logs import DENSE_FEATURES, open_log
+        from torchrec_transact.data.action_logs import open_log
 
         assert options.path is not None
         fmt = _log_format(name, options)
@@ -327,40 +358,31 @@ def _log_source(name: str) -> DataSource:
         def evaluation(split: str) -> Callable[[int, int], List[TransActBatch]]:
             return lambda rank, world: list(itertools.islice(batches(split, rank, world), options.eval_batches))
 
-        return DataSpec(
-            tasks=requests.tasks,
-            dense_in_features=len(DENSE_FEATURES),
-            user_embedding_dim=0,
-            sparse_tables=[(feature, len(vocab)) for feature, vocab in vocabularies.items()],
-            num_items=len(vocabularies[CANDIDATE_ITEM_FEATURE]),
-            num_action_types=len(fmt.action_names),
-            train=lambda rank, world, start: _from(
+        return _log_spec(
+            requests.tasks,
+            {feature: vocab.raw_ids for feature, vocab in vocabularies.items()},
+            fmt.action_names,
+            lambda rank, world, start: _from(
                 start,
                 _cycle(
                     lambda n: batches("train", rank, world, shuffle=True, seed=options.seed + n),
                     f"{name}: {options.path}",
                 ),
             ),
-            evaluation=evaluation("eval"),
-            validation=evaluation("valid") if options.valid_fraction else None,
-            report={**log.report, "requests": int(requests.request_time.size)},  # type: ignore[attr-defined]
-            vocabularies={feature: vocab.raw_ids for feature, vocab in vocabularies.items()},
-            action_names=list(fmt.action_names),
+            evaluation,
+            bool(options.valid_fraction),
+            {**log.report, "requests": int(requests.request_time.size)},  # type: ignore[attr-defined]
         )
 
     return open_log_source
 
 
 def _open_prepared(options: DataOptions) -> DataSpec:
-    from torchrec_transact.data.action_logs import DENSE_FEATURES
+    from torchrec_transact.data.prepare import FIXED
     from torchrec_transact.data.prepared import PreparedFolder, training_batches
 
     assert options.path is not None
-    folder = PreparedFolder(options.path, options.max_seq_len, {
-        "session_gap_s": options.session_gap_s, "max_request_size": options.max_request_size,
-        "train_fraction": options.train_fraction, "valid_fraction": options.valid_fraction,
-        "min_id_count": options.min_id_count,
-    })
+    folder = PreparedFolder(options.path, options.max_seq_len, {name: getattr(options, name) for name in FIXED})
     meta = folder.meta
     for split, count in meta["requests"].items():
         if count == 0 and (split != "valid" or options.valid_fraction):
@@ -371,21 +393,16 @@ def _open_prepared(options: DataOptions) -> DataSpec:
             folder.batches(split, folder.rank_shards(rank, world, split), options.batch_size), options.eval_batches))
 
     features = ["user_id", CANDIDATE_ITEM_FEATURE] + list(meta["categorical"])
-    return DataSpec(
-        tasks=list(meta["tasks"]),
-        dense_in_features=len(DENSE_FEATURES),
-        user_embedding_dim=0,
-        sparse_tables=[(f, len(folder.raw_ids[f]) + 1) for f in features],
-        num_items=len(folder.raw_ids[CANDIDATE_ITEM_FEATURE]) + 1,
-        num_action_types=len(meta["action_names"]),
-        train=lambda rank, world, start: _from(
+    return _log_spec(
+        meta["tasks"],
+        {f: folder.raw_ids[f] for f in features},
+        meta["action_names"],
+        lambda rank, world, start: _from(
             start, training_batches(folder, rank, world, options.batch_size, options.seed, options.data_workers)
         ),
-        evaluation=evaluation("eval"),
-        validation=evaluation("valid") if options.valid_fraction else None,
-        report={**meta["report"], "requests": sum(meta["requests"].values())},
-        vocabularies={f: folder.raw_ids[f] for f in features},
-        action_names=list(meta["action_names"]),
+        evaluation,
+        bool(options.valid_fraction),
+        {**meta["report"], "requests": sum(meta["requests"].values())},
     )
 
 

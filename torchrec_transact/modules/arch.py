@@ -155,12 +155,11 @@ class TransActSequenceArch(nn.Module):
         tokens = item_embeddings[kept.index]
         if self.action_embedding is not None:
             tokens = torch.cat([self.action_embedding(action_types[kept.index].long()), tokens], dim=1)
-        candidates = candidate_embeddings
         if config.early_fusion == "concat":
-            tokens = torch.cat([tokens, candidates[example]], dim=1)
+            tokens = torch.cat([tokens, candidate_embeddings[example]], dim=1)
         elif self.candidate_action is not None:
             candidate_tokens = torch.cat(
-                [self.candidate_action.expand(batch_size, -1), candidates], dim=1
+                [self.candidate_action.expand(batch_size, -1), candidate_embeddings], dim=1
             )
             everyone = torch.arange(batch_size, device=kept_lengths.device)
             tokens = torch.cat([candidate_tokens, tokens])
@@ -205,9 +204,10 @@ class TransActSequenceArch(nn.Module):
     def compile_encoder(self, enabled: bool = True) -> "TransActSequenceArch":
         """Runs each bucket's encoder and compression through ``torch.compile`` (inductor,
         dynamic shapes, so the buckets' varying sizes reuse one graph per mask case) in
-        evaluation mode when no gradient is taken: evaluation and serving. Training, and a machine where
-        compilation fails (no C++ compiler, an unsupported backend), run the eager path,
-        which computes the same function (a test compares them); a failure warns once.
+        evaluation mode when no gradient is taken: evaluation and serving. Training, and a
+        machine where compilation fails (no C++ compiler, an unsupported backend), run the
+        eager path, which computes the same function (a test compares them); a failure
+        warns once.
 
         Args:
             enabled (bool): False returns to the eager path.

@@ -30,13 +30,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from torchrec_transact.modules.sequence import (
-    KeptActions,
-    select_actions,
-    SequenceModule,
-    TransActConfig,
-    zero_gradient_output,
-)
+from torchrec_transact.modules.masks import KeptActions, zero_gradient_output
+from torchrec_transact.modules.sequence import select_actions, SequenceModule, TransActConfig
 from torchrec_transact.modules.transact import TransAct
 
 

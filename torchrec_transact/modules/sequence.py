@@ -20,7 +20,6 @@ reach fx). Every encoder returns ``[B, output_dim]`` made of ``output_tokens`` r
 ``token_dim`` features, which is how DLRM turns it into interaction rows.
 """
 
-from dataclasses import dataclass
 from typing import Dict, Optional, Protocol, runtime_checkable, TYPE_CHECKING
 
 import torch
@@ -29,8 +28,8 @@ from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from torchrec_transact.modules.config import EARLY_FUSION_MODES, TransActConfig  # noqa: F401 (re-exported)
-from torchrec_transact.modules.masks import kept_actions, KeptActions, zero_gradient_output  # noqa: F401
+from torchrec_transact.modules.config import TransActConfig
+from torchrec_transact.modules.masks import kept_actions, KeptActions
 
 if TYPE_CHECKING:
     from torchrec_transact.modules.arch import TransActSequenceArch
