@@ -18,6 +18,10 @@ def _pair(d_model: int, heads: int, ffn: int, layers: int, norm_first: bool, dro
         layers,
         enable_nested_tensor=False,
     )
+    with torch.no_grad():  # nonzero biases: the one-head layer folds them (see _folded_attention)
+        for layer in theirs.layers:
+            layer.self_attn.in_proj_bias.normal_()
+            layer.self_attn.out_proj.bias.normal_()
     ours = TransformerEncoder(
         EncoderConfig(d_model, layers, heads, ffn, dropout, norm_first=norm_first)
     )
@@ -25,7 +29,7 @@ def _pair(d_model: int, heads: int, ffn: int, layers: int, norm_first: bool, dro
     return ours, theirs
 
 
-@pytest.mark.parametrize("heads,norm_first", [(1, False), (4, False), (2, True)])
+@pytest.mark.parametrize("heads,norm_first", [(1, False), (1, True), (4, False), (2, True)])
 @pytest.mark.parametrize("mode", ["eval", "train_no_dropout"])
 def test_parity_with_nn_transformer_encoder_forward_and_gradients(
     heads: int, norm_first: bool, mode: str
@@ -57,6 +61,12 @@ def test_parity_with_nn_transformer_encoder_forward_and_gradients(
             theirs_layer.self_attn.in_proj_weight.grad,
             rtol=1e-4,
             atol=1e-5,
+        )
+        assert_close(
+            ours_layer.in_proj_bias.grad, theirs_layer.self_attn.in_proj_bias.grad, rtol=1e-4, atol=1e-5
+        )
+        assert_close(
+            ours_layer.out_proj.weight.grad, theirs_layer.self_attn.out_proj.weight.grad, rtol=1e-4, atol=1e-5
         )
         assert_close(
             ours_layer.linear1.weight.grad, theirs_layer.linear1.weight.grad, rtol=1e-4, atol=1e-5
