@@ -46,16 +46,20 @@ def time_interleaved(
     fns: Dict[str, Callable[[], None]], warmup: int, repeats: int, device: torch.device = torch.device("cpu")
 ) -> Dict[str, List[float]]:
     """Seconds per call of each function, one sample per round, the functions run in turn
-    within a round so that a slow spell of the machine hits every variant alike."""
+    within a round so that a slow spell of the machine hits every variant alike. The order
+    rotates from round to round: what runs right after a given variant (a cold cache, a
+    freshly freed buffer) differs, and moves identical variants by up to 15% here."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     synchronize(device)
-    samples: Dict[str, List[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             synchronize(device)
             samples[name].append(time.perf_counter() - start)
     return samples

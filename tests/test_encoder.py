@@ -182,3 +182,24 @@ def test_bad_head_count_and_dropout_are_rejected() -> None:
         TransformerEncoder(EncoderConfig(d_model=10, num_heads=0))
     with pytest.raises(ValueError, match=r"dropout=1.0 \(in \[0, 1\)\)"):
         TransformerEncoder(EncoderConfig(d_model=10, dropout=1.0))
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_shared_candidate_features_give_the_same_function(mode: str) -> None:
+    """The first layer's shortcut for features equal in every token of an example (early
+    fusion's candidate) computes what the full layer computes, values and gradients, with
+    padding whose features differ."""
+    ours, _ = _pair(48, 1, 32, 2, False, 0.0)
+    ours.train(mode == "train")
+    torch.manual_seed(2)
+    lengths = torch.tensor([9, 1, 4, 9, 6])
+    valid = torch.arange(9)[None, :] < lengths[:, None]
+    candidate = torch.randn(5, 1, 16).expand(-1, 9, -1)
+    x = torch.cat([torch.randn(5, 9, 32), candidate], dim=-1) * valid[:, :, None]
+    x_full, x_shared = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_full = ours(x_full, valid)
+    y_shared = ours(x_shared, valid, shared_width=16)
+    assert_close(y_shared[valid], y_full[valid], rtol=1e-5, atol=1e-5)
+    y_full[valid].sum().backward()
+    y_shared[valid].sum().backward()
+    assert_close(x_shared.grad, x_full.grad, rtol=1e-4, atol=1e-5)

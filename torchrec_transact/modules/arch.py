@@ -152,12 +152,15 @@ class TransActSequenceArch(nn.Module):
         kept = kept_actions(lengths, ages, config.max_seq_len, config.time_window_s, self.training)
         example, position, kept_lengths = kept.example, kept.position, kept.lengths
         batch_size = kept_lengths.numel()
-        tokens = item_embeddings[kept.index]
+        # Gathered in the encoder's precision and written once by a single cat.
+        dtype = self._token_dtype(item_embeddings.device.type)
+        pieces = [item_embeddings[kept.index].to(dtype)]
         if self.action_embedding is not None:
-            tokens = torch.cat([self.action_embedding(action_types[kept.index].long()), tokens], dim=1)
+            pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
         if config.early_fusion == "concat":
-            tokens = torch.cat([tokens, candidate_embeddings[example]], dim=1)
-        elif self.candidate_action is not None:
+            pieces.append(candidate_embeddings.to(dtype)[example])
+        tokens = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+        if self.candidate_action is not None:
             candidate_tokens = torch.cat(
                 [self.candidate_action.expand(batch_size, -1), candidate_embeddings], dim=1
             )
@@ -177,14 +180,7 @@ class TransActSequenceArch(nn.Module):
         position: torch.Tensor,
         lengths: torch.Tensor,
     ) -> torch.Tensor:
-        device_type = tokens.device.type
-        if torch.is_autocast_enabled(device_type):
-            # Autocast runs matmuls in low precision but leaves the residual stream in the
-            # dtype it enters with; entering in that precision saves a cast before every
-            # projection and halves the memory traffic of the elementwise ops.
-            tokens = tokens.to(torch.get_autocast_dtype(device_type))
-        else:  # weights kept in low precision for inference (no autocast): match them
-            tokens = tokens.to(self.encoder.layers[0].in_proj_weight.dtype)
+        tokens = tokens.to(self._token_dtype(tokens.device.type))
         buckets = length_buckets(
             lengths, example, position, self.config.max_length_buckets
         )
@@ -197,9 +193,27 @@ class TransActSequenceArch(nn.Module):
             return zero_gradient_output(self, out, tokens)
         return out.index_copy(0, buckets.order, torch.cat(compressed).float())
 
+    def _token_dtype(self, device_type: str) -> torch.dtype:
+        """The residual stream's precision. Autocast runs matmuls in low precision but
+        leaves the stream in the dtype it enters with; entering in that precision saves a
+        cast before every projection and halves the memory traffic of the elementwise
+        ops. Without autocast, the weights' (kept in low precision for inference)."""
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return self.encoder.layers[0].in_proj_weight.dtype
+
     def _encode_bucket(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """One padded bucket [b, L, d] -> its compressed output [b, output_dim]."""
-        return self._compress(self.encoder(x, valid), valid)
+        return self._compress(self.encoder(x, valid, self._shared_width), valid)
+
+    @property
+    def _shared_width(self) -> int:
+        """Features equal in every token of an example: the candidate's, under concat
+        fusion with no positional embedding (the first layer skips them where a softmax
+        cancels them; see TransformerEncoderLayer)."""
+        if self.config.early_fusion != "concat" or self.positional_embedding is not None:
+            return 0
+        return self.config.item_embedding_dim
 
     def compile_encoder(self, enabled: bool = True) -> "TransActSequenceArch":
         """Runs each bucket's encoder and compression through ``torch.compile`` (inductor,
@@ -250,8 +264,12 @@ class TransActSequenceArch(nn.Module):
             parts.append(latest.flatten(1))
         if self.config.max_pool:
             # max() routes each gradient to one position; amax's backward spreads it
-            # over ties and costs several passes over [b, L, d].
-            parts.append(x.max(dim=1).values)
+            # over ties and costs several passes over [b, L, d]. Without a gradient, amax
+            # (no indices) is 6x faster in float32.
+            if x.requires_grad:
+                parts.append(x.max(dim=1).values)
+            else:
+                parts.append(x.amax(dim=1))
         return torch.cat(parts, dim=1)
 
 
