@@ -29,17 +29,31 @@ def matmul_peak(dtype: torch.dtype, device: torch.device = torch.device("cpu"), 
                 repeats: int = 5) -> float:
     """FLOP/s of the best of ``repeats`` [n, n] x [n, n] products (the machine's practical
     matmul peak in this process)."""
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
-    torch.mm(a, b)
+    step = peak_step(dtype, device, n)
+    step()
     synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
+        step()
         synchronize(device)
         times.append(time.perf_counter() - start)
     return 2.0 * n**3 / min(times)
+
+
+def peak_step(dtype: torch.dtype, device: torch.device = torch.device("cpu"), n: int = 1024) -> Callable[[], None]:
+    """One [n, n] x [n, n] product (2 n^3 FLOPs): timed among the variants of each round, it
+    gives that round's peak, so a share of it is not skewed by a slow spell of the machine
+    at the moment a one-off peak measurement ran."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    return lambda: torch.mm(a, b)
+
+
+def share_of_peak(flops: float, seconds: List[float], peak_seconds: List[float], n: int = 1024) -> float:
+    """Median over rounds of (``flops`` / a round's time) / (that round's peak FLOP/s), the
+    peak timed by :func:`peak_step` of size ``n`` in the same rounds."""
+    return statistics.median(flops / t * p / (2.0 * n**3) for t, p in zip(seconds, peak_seconds))
 
 
 def time_interleaved(

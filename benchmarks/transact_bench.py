@@ -8,13 +8,15 @@ expects (padding is not timed for it). The random time window is off
 (``time_window_s=0``) so both encode exactly the same actions; with it on, TransAct would
 get faster still, since it drops the masked tokens the reference keeps. Full-length and
 skewed (mean 30) lengths; then, with a competing CPU-bound process started by the
-benchmark on the same cores, both again in float32.
+benchmark on the same cores, both again in float32, and ours also with the threads a
+ThreadBudget chooses (`--adaptive-threads` in training, `adaptive_threads` in serving).
 
 Every variant runs once per round, ``--repeats`` rounds after warm-up. Throughputs are
 medians over rounds; speedups are min, median and max of the per-round ratio against the
 reference in the same precision and mode, which cancels most of the drift of a shared
 machine (single runs here vary by +-20%). Each step's encoder FLOP/s (real tokens only) is
-given as a share of the matmul peak measured in this process in the step's precision.
+given as a share of the matmul peak of the step's precision, timed in the same rounds (a
+1024^3 product among the variants), so a slow spell moves both.
 
     python benchmarks/transact_bench.py            # full run, ~5 min on 2 cores
     python benchmarks/transact_bench.py --quick    # smaller batch, a smoke test
@@ -23,6 +25,7 @@ given as a share of the matmul peak measured in this process in the step's preci
 import argparse
 import copy
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -37,11 +40,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_utils, run as a script
 
-from bench_utils import encoder_flops, matmul_peak, paired_speedup, time_interleaved  # noqa: E402
+from bench_utils import (  # noqa: E402
+    encoder_flops, matmul_peak, paired_speedup, peak_step, share_of_peak, time_interleaved,
+)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 from torchrec_transact import TransAct, TransActConfig
 from torchrec_transact.data import random_sequence_features, SequenceFeatures
 from torchrec_transact.modules.reference import PaddedTransActReference
+from torchrec_transact.threads import ThreadBudget
 
 
 def skewed_lengths(batch_size: int, mean: float, max_len: int, g: torch.Generator) -> torch.Tensor:
@@ -93,9 +101,24 @@ def make_steps(
 
     compiled = copy.deepcopy(ours)
     compiled.transformer.compile_encoder()
+    budget = ThreadBudget(interval_s=0.5)
+
+    def adaptive(step: Callable[[], None]) -> Callable[[], None]:
+        """The step with the thread count a ThreadBudget chooses; the other variants of
+        the round keep torch's setting."""
+        def run() -> None:
+            threads = torch.get_num_threads()
+            budget.update()
+            try:
+                step()
+            finally:
+                torch.set_num_threads(threads)
+        return run
 
     return {
         "transact_eval_compiled_fp32": ours_eval(module=compiled),
+        "transact_train_adaptive_fp32": adaptive(ours_train()),
+        "transact_eval_adaptive_fp32": adaptive(ours_eval()),
         "transact_eval_compiled_bf16": ours_eval(bf16, compiled),
         "transact_train_fp32": ours_train(),
         "reference_train_fp32": ref_train(),
@@ -124,17 +147,19 @@ def competing_process() -> Iterator[None]:
 
 def compare(
     config: TransActConfig, lengths: torch.Tensor, g: torch.Generator, warmup: int, repeats: int,
-    peaks: Dict[str, float], names: Optional[List[str]] = None,
+    names: Optional[List[str]] = None,
 ) -> Dict[str, object]:
     """Ours against the reference on one batch: examples/s, speedups (min, median, max of
     the per-round ratios against the reference in the same precision and mode) and the
-    encoder FLOP/s as a share of the matmul peak in the step's precision."""
+    encoder FLOP/s as a share of the step's precision's matmul peak in the same rounds."""
     ours, reference = TransAct(config), PaddedTransActReference(config)
     batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
     steps = make_steps(ours, reference, batch, config)
-    if names is not None:
-        steps = {k: v for k, v in steps.items() if k in names}
+    steps = {k: v for k, v in steps.items() if (k in names if names is not None else "adaptive" not in k)}
+    precisions = sorted({name[-4:] for name in steps})
+    steps.update({f"peak_{precision}": peak_step(PRECISIONS[precision]) for precision in precisions})
     samples = time_interleaved(steps, warmup, repeats)
+    peak_samples = {precision: samples.pop(f"peak_{precision}") for precision in precisions}
     flops = encoder_flops(config, lengths)
     size = lengths.numel()
     speedups = {
@@ -142,12 +167,13 @@ def compare(
         for key in ("train_fp32", "train_bf16", "eval_fp32", "eval_bf16")
         if f"reference_{key}" in samples and f"transact_{key}" in samples
     }
-    for precision in ("fp32", "bf16"):  # torch.compile'd evaluation (compile_encoder)
-        if f"transact_eval_compiled_{precision}" in samples and f"reference_eval_{precision}" in samples:
-            speedups[f"eval_compiled_{precision}"] = paired_speedup(
-                samples[f"reference_eval_{precision}"], samples[f"transact_eval_compiled_{precision}"])
+    # torch.compile'd evaluation (compile_encoder), and the threads of a ThreadBudget
+    for mode, variant, precision in itertools.product(("eval", "train"), ("compiled", "adaptive"), ("fp32", "bf16")):
+        ours_name, reference_name = f"transact_{mode}_{variant}_{precision}", f"reference_{mode}_{precision}"
+        if ours_name in samples and reference_name in samples:
+            speedups[f"{mode}_{variant}_{precision}"] = paired_speedup(samples[reference_name], samples[ours_name])
     shares = {
-        name: (3 if "train" in name else 1) * flops / statistics.median(seconds) / peaks[name[-4:]]
+        name: share_of_peak((3 if "train" in name else 1) * flops, seconds, peak_samples[name[-4:]])
         for name, seconds in samples.items()
     }
     return {
@@ -190,13 +216,13 @@ def run(batch_size: int = 512, repeats: int = 9, warmup: int = 2, skewed_mean: f
     for dropout in (0.0, 0.1):
         config = dataclasses.replace(base, dropout=dropout)
         for case, lengths in cases.items():
-            result[f"{case}_dropout_{dropout:g}"] = compare(config, lengths, g, warmup, repeats, peaks)
+            result[f"{case}_dropout_{dropout:g}"] = compare(config, lengths, g, warmup, repeats)
     if shared_cores:
         fp32 = ["transact_train_fp32", "reference_train_fp32", "transact_eval_fp32", "reference_eval_fp32",
-                "transact_eval_compiled_fp32"]
+                "transact_eval_compiled_fp32", "transact_train_adaptive_fp32", "transact_eval_adaptive_fp32"]
         with competing_process():
             for case, lengths in cases.items():
-                result[f"{case}_shared_cores"] = compare(base, lengths, g, warmup, repeats, peaks, fp32)
+                result[f"{case}_shared_cores"] = compare(base, lengths, g, warmup, repeats, fp32)
     return result
 
 

@@ -355,3 +355,18 @@ def test_cuda_graph_buckets_match_eager() -> None:
         request = _request(eager, n, 30, seed=n)
         torch.testing.assert_close(graphs.score(request).probabilities, eager.score(request).probabilities, atol=1e-4, rtol=1e-3)
     assert set(graphs._graphs) == {(8, 12), (32, 12)}
+
+
+def test_adaptive_threads_score_the_same() -> None:
+    model = small_model("dcn")
+    threads = torch.get_num_threads()
+    try:
+        adaptive = Predictor(model, ServingConfig(adaptive_threads=True))
+        adaptive.threads.interval_s = 0.0  # measure at every request
+        request = _request(adaptive, 12, 30)
+        expected = Predictor(model).score(request).probabilities
+        for _ in range(3):
+            torch.testing.assert_close(adaptive.score(request).probabilities, expected)
+        assert 1 <= torch.get_num_threads() <= adaptive.threads.max_threads
+    finally:
+        torch.set_num_threads(threads)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from helpers import assert_one_line_exit
@@ -46,7 +47,11 @@ def test_bad_flags_fail_at_start_with_one_line(flags, message, capsys) -> None:
 
 def test_short_run_logs_evaluates_and_checkpoints(tmp_path) -> None:
     out = str(tmp_path / "run")
-    results = main(SMALL + ["--steps", "20", "--output-dir", out, "--tasks", "click", "hide"])
+    threads = torch.get_num_threads()
+    try:  # --adaptive-threads: the thread count follows the machine's load, step by step
+        results = main(SMALL + ["--steps", "20", "--output-dir", out, "--tasks", "click", "hide", "--adaptive-threads"])
+    finally:
+        torch.set_num_threads(threads)
     metrics = results["transact"]
     assert {"auc-click", "ne-click", "hit@3-click", "auc-hide", "hit@3-hide", "loss"} <= set(metrics)
     assert "auc-save" not in metrics

@@ -143,6 +143,9 @@ class TrainConfig(ModelConfig):
     valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
     min_id_count: int = option(1, "logs: ids (users, items, categories) seen fewer times in training share one row")
     data_workers: int = option(0, "--data prepared: data-loader processes per rank reading the shards (0: none)")
+    adaptive_threads: bool = option(
+        False, "CPU: set the intra-op threads each step to the cores other processes leave free"
+    )
     tasks: Optional[List[str]] = option(None, "train these of the data's tasks (default: all)")
     batch_size: int = option(500, "examples per batch and process")
     steps: int = option(400, "training steps")

@@ -43,6 +43,7 @@ from torchrec_transact.models.factory import (
 )
 from torchrec_transact.models.train_wrapper import TransActTrain
 from torchrec_transact.run_log import RunLog
+from torchrec_transact.threads import ThreadBudget
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
 
 EMBEDDING_OPTIMIZERS = {
@@ -232,6 +233,7 @@ def fit(
         if stopper.better(result["loss"], step) and config.early_stopping:
             checkpoint(step, best_dir, model_only=True)
 
+    threads = ThreadBudget() if config.adaptive_threads and device.type == "cpu" else None
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
     step = start
@@ -239,6 +241,8 @@ def fit(
         for step in range(start + 1, config.steps + 1):
             for hook in step_hooks:
                 hook(step, rank, world)
+            if threads is not None:
+                threads.update()
             if pipeline is not None:
                 loss = pipeline.progress(batches)[0]
             else:

@@ -34,6 +34,7 @@ from torchrec_transact.serving.request import (
     ScoringResult,
 )
 from torchrec_transact.serving.scorer import RequestScorer, supports_request_scoring
+from torchrec_transact.threads import ThreadBudget
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ServingConfig:
             where a [128 * L, d] activation stays in cache and in the allocator's heap
             (1,000 candidates at once ran about 1.5x slower, on either path), and the
             largest bucket on CUDA. With buckets, at most the largest bucket.
+        adaptive_threads (bool): on CPU, set the intra-op threads before each request to
+            the cores other processes leave free (:class:`~torchrec_transact.threads.ThreadBudget`).
     """
 
     device: str = "cpu"
@@ -65,6 +68,7 @@ class ServingConfig:
     candidate_buckets: Tuple[int, ...] = (1, 16, 64, 256, 1024)
     sequence_buckets: Tuple[int, ...] = ()
     max_candidates_per_batch: Optional[int] = None
+    adaptive_threads: bool = False
 
 
 class Predictor:
@@ -115,6 +119,9 @@ class Predictor:
             else None
         )
         self.device = torch.device(self.config.device)
+        self.threads: Optional[ThreadBudget] = (
+            ThreadBudget() if self.config.adaptive_threads and self.device.type == "cpu" else None
+        )
         self.model = model.eval().to(self.device)  # type: ignore[attr-defined]
         self.sequence_config = model.sequence_encoder.config
         self.tasks: List[str] = list(model.tasks)
@@ -199,6 +206,8 @@ class Predictor:
         return self._score(self.prepare(request))
 
     def _score(self, prepared: PreparedRequest) -> ScoringResult:
+        if self.threads is not None:
+            self.threads.update()
         if self.scorer is None:
             probabilities = self._score_model(prepared)
         else:
