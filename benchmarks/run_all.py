@@ -56,7 +56,10 @@ TARGETS = {  # speedups against the reference, and shares of the matmul peak
     "full_length_shared_cores/eval_fp32": "1x",
     "skewed_shared_cores/train_fp32": "1x",
     "skewed_shared_cores/eval_fp32": "1x",
-    "serving_dedup_1000": 1.3,
+    "full_length_shared_cores/train_adaptive_fp32": "1x",
+    "full_length_shared_cores/eval_adaptive_fp32": "1x",
+    "skewed_shared_cores/train_adaptive_fp32": "1x",
+    "skewed_shared_cores/eval_adaptive_fp32": "1x",
 }
 
 
@@ -249,35 +252,45 @@ def serving(quick: bool) -> Dict[str, Any]:
     model = build_model(spec, config, spec.tasks)  # latency does not depend on weights
     counts = {1: 100, 100: 40, 1000: 15} if quick else {1: 400, 100: 200, 1000: 60}
     results: Dict[str, Any] = {}
-    from bench_utils import encoder_flops, matmul_peak
+    from bench_utils import encoder_flops, matmul_peak, peak_step, share_of_peak
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     encoder_config = model.sequence_encoder.config
     variants: Dict[str, Predictor] = {
         "fp32": Predictor(model),
         "bf16": Predictor(model, ServingConfig(bfloat16=True)),
+        "bf16_compiled": Predictor(model, ServingConfig(bfloat16=True, compile=True)),
     }
-    for precision, predictor in variants.items():
+    for variant, predictor in variants.items():
+        precision = variant[:4]
         for n, samples in counts.items():
             requests = [predictor.random_request(n, 150, seed=i) for i in range(4)]
-            paths = {"naive": predictor.score_naive, "dedup": predictor.score}
-            times: Dict[str, List[float]] = {name: [] for name in paths}
+            paths = {"dedup": predictor.score} if "compiled" in variant else {
+                "naive": predictor.score_naive, "dedup": predictor.score}
+            # A [1024, 1024] product timed between the requests: this moment's matmul peak.
+            peak = peak_step(torch.float32 if precision == "fp32" else torch.bfloat16)
+            times: Dict[str, List[float]] = {name: [] for name in [*paths, "peak"]}
             for name, fn in paths.items():
-                fn(requests[0])
+                for _ in range(3 if "compiled" in variant else 1):  # compiles each new shape
+                    fn(requests[0])
             for i in range(samples):  # interleaved: a slow spell hits both paths alike
                 for name, fn in paths.items():
                     start = time.perf_counter()
                     fn(requests[i % len(requests)])
                     times[name].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                peak()
+                times["peak"].append(time.perf_counter() - start)
+            peak_times = times.pop("peak")
             entry = {name: percentiles(ts) for name, ts in times.items()}
-            entry["dedup_speedup_p50"] = entry["naive"]["p50_ms"] / entry["dedup"]["p50_ms"]
+            if "naive" in entry:
+                entry["dedup_speedup_p50"] = entry["naive"]["p50_ms"] / entry["dedup"]["p50_ms"]
             # The naive path's encoder FLOPs (every candidate encodes all 100 actions) over
-            # the p50 latency, as a share of this precision's matmul peak: dedup counts.
+            # each request's latency, as a share of that round's matmul peak: dedup counts.
             naive_flops = encoder_flops(encoder_config, torch.full((n,), config.max_seq_len))
-            entry["share_of_peak"] = {path: naive_flops / (entry[path]["p50_ms"] / 1e3) / peaks[precision]
-                                      for path in paths}
-            results[f"{precision}_{n}"] = entry
-            print(f"  serving {precision} {n:>5} candidates: {entry}", flush=True)
+            entry["share_of_peak"] = {path: share_of_peak(naive_flops, times[path], peak_times) for path in paths}
+            results[f"{variant}_{n}"] = entry
+            print(f"  serving {variant} {n:>5} candidates: {entry}", flush=True)
     if torch.cuda.is_available():
         for graphs in (False, True):
             predictor = Predictor(model, ServingConfig(device="cuda", cuda_graphs=graphs, pad_to_buckets=True))
@@ -302,8 +315,8 @@ def _ours(key: str) -> str:  # "eval_compiled_fp32" -> "transact_eval_compiled_f
     return f"transact_{key}"
 
 
-def _reference(key: str) -> str:  # the reference has no compiled path: its eager step
-    return f"reference_{key.replace('compiled_', '')}"
+def _reference(key: str) -> str:  # the reference has no compiled or adaptive path: its plain step
+    return f"reference_{key.replace('compiled_', '').replace('adaptive_', '')}"
 
 
 def markdown(results: Dict[str, Any]) -> str:
@@ -320,8 +333,9 @@ def markdown(results: Dict[str, Any]) -> str:
         t = results["transact"]
         lines += ["", "## TransAct against the padded reference (batch 512, 100 actions)", "",
                   "Speedup: min-median-max over rounds of the reference's time over ours, same precision "
-                  "and mode. Share: encoder FLOP/s on real tokens over the matmul peak of that precision, "
-                  "ours / the reference.", "",
+                  "and mode. Share: encoder FLOP/s on real tokens (the standard layer's count, which ours "
+                  "undercuts: docs/benchmarks.md) over the matmul peak of that precision timed in the same "
+                  "rounds, ours / the reference. Compiled: `compile_encoder()`; adaptive: a `ThreadBudget`.", "",
                   "| case | step | speedup | share of peak, ours / reference | target |",
                   "| --- | --- | --- | --- | --- |"]
         for case, entry in t.items():
@@ -334,6 +348,9 @@ def markdown(results: Dict[str, Any]) -> str:
                     f"{sp['max']:.2f}x | {100 * shares[_ours(key)]:.0f}% / {100 * shares[_reference(key)]:.0f}% "
                     f"| {TARGETS.get(f'{case}/{key}', '-')} |"
                 )
+        failures = sorted({f for e in t.values() if isinstance(e, dict) for f in e.get("compile_failures", [])})
+        lines += ["", "Compiled rows: " + ("every one ran compiled (no torch.compile failure)." if not failures
+                                           else "ran eager after a failure: " + "; ".join(failures))]
     if "sequence_length" in results:
         s = results["sequence_length"]
         lines += ["", f"## Cost growth with sequence length (batch {s['batch_size']}, full-length sequences)", "",
@@ -368,19 +385,21 @@ def markdown(results: Dict[str, Any]) -> str:
     if "serving" in results:
         r = results["serving"]["results"]
         lines += ["", "## Serving latency per request (user with 100 actions; default TransAct-DCN)", "",
-                  "Share of peak: the naive path's encoder FLOPs over the dedup p50, as a share of the "
-                  "precision's matmul peak measured in the same run.", "",
-                  "| precision | candidates | naive p50 / p99 ms | dedup p50 / p99 ms | dedup speedup (p50) "
+                  "Share of peak: the naive path's encoder FLOPs over each dedup request's latency, as a share "
+                  "of the precision's matmul peak timed between the requests (median). Compiled: "
+                  "`ServingConfig(compile=True)`, the dedup path only.", "",
+                  "| variant | candidates | naive p50 / p99 ms | dedup p50 / p99 ms | dedup speedup (p50) "
                   "| dedup share of peak |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for key, entry in r.items():
             if key.startswith("cuda"):
                 continue
-            precision, n = key.split("_")
+            variant, n = key.rsplit("_", 1)
+            naive = (f"{entry['naive']['p50_ms']:.2f} / {entry['naive']['p99_ms']:.2f}" if "naive" in entry else "")
+            speedup = f"{entry['dedup_speedup_p50']:.2f}x" if "dedup_speedup_p50" in entry else ""
             lines.append(
-                f"| {precision} | {n} | {entry['naive']['p50_ms']:.2f} / {entry['naive']['p99_ms']:.2f} "
-                f"| {entry['dedup']['p50_ms']:.2f} / {entry['dedup']['p99_ms']:.2f} | {entry['dedup_speedup_p50']:.2f}x "
-                f"| {100 * entry['share_of_peak']['dedup']:.0f}% |"
+                f"| {variant} | {n} | {naive} | {entry['dedup']['p50_ms']:.2f} / {entry['dedup']['p99_ms']:.2f} "
+                f"| {speedup} | {100 * entry['share_of_peak']['dedup']:.0f}% |"
             )
         cuda = {k: v for k, v in r.items() if k.startswith("cuda")}
         if cuda:

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -158,7 +159,10 @@ def compare(
     steps = {k: v for k, v in steps.items() if (k in names if names is not None else "adaptive" not in k)}
     precisions = sorted({name[-4:] for name in steps})
     steps.update({f"peak_{precision}": peak_step(PRECISIONS[precision]) for precision in precisions})
-    samples = time_interleaved(steps, warmup, repeats)
+    with warnings.catch_warnings(record=True) as caught:  # a failed compile runs eager: say so
+        warnings.simplefilter("always")
+        samples = time_interleaved(steps, warmup, repeats)
+    compile_failures = sorted({str(w.message) for w in caught if "torch.compile of" in str(w.message)})
     peak_samples = {precision: samples.pop(f"peak_{precision}") for precision in precisions}
     flops = encoder_flops(config, lengths)
     size = lengths.numel()
@@ -181,6 +185,7 @@ def compare(
         "examples_per_s": {k: size / statistics.median(v) for k, v in samples.items()},
         "speedup_vs_reference": speedups,
         "encoder_flops_share_of_peak": shares,
+        "compile_failures": compile_failures,  # empty: the compiled rows ran compiled
     }
 
 

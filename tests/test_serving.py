@@ -370,3 +370,23 @@ def test_adaptive_threads_score_the_same() -> None:
         assert 1 <= torch.get_num_threads() <= adaptive.threads.max_threads
     finally:
         torch.set_num_threads(threads)
+
+
+def test_compiled_request_encoder_scores_the_same() -> None:
+    """ServingConfig(compile=True): torch.compile'd request encoder, the eager numbers on
+    requests of different sizes (dynamic shapes); in bfloat16 as close to float32 as the
+    eager bfloat16 path is required to be (test_bfloat16_scores_are_close)."""
+    model = small_model("dcn")
+    eager = Predictor(model)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for bfloat16 in (False, True):
+        compiled = Predictor(model, ServingConfig(bfloat16=bfloat16, compile=True))
+        for n, events in [(9, 40), (30, 12), (1, 3)]:
+            request = _request(eager, n, events, seed=n)
+            expected, got = eager.score(request).probabilities, compiled.score(request).probabilities
+            if bfloat16:
+                assert float((got - expected).abs().max()) < 0.05
+            else:
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        assert not compiled.scorer._compiled.failed
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # compiled, not eager

@@ -5,12 +5,12 @@ pool. Needs only torch (the KJT types are for annotation), so the encoder core r
 bare PyTorch install: ``encode`` takes plain tensors.
 """
 
-import warnings
-from typing import Any, Callable, Dict, List, Optional, TYPE_CHECKING
+from typing import Any, Dict, List, Optional, TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from torchrec_transact.modules.compiled import CompiledOrEager
 from torchrec_transact.modules.config import TransActConfig
 from torchrec_transact.modules.encoder import EncoderConfig, TransformerEncoder
 from torchrec_transact.modules.jagged import length_buckets, pad_into_buckets
@@ -84,7 +84,7 @@ class TransActSequenceArch(nn.Module):
         )
 
     # compile_encoder(); a class default, so modules pickled before it existed load too.
-    _compiled: Optional[Callable[..., torch.Tensor]] = None
+    _compiled: Optional[CompiledOrEager] = None
 
     def __getstate__(self) -> Dict[str, Any]:
         # The compiled function does not pickle: keep whether there was one and compile
@@ -184,10 +184,11 @@ class TransActSequenceArch(nn.Module):
         buckets = length_buckets(
             lengths, example, position, self.config.max_length_buckets
         )
-        encode = self._encode_bucket
-        if self._compiled is not None and not self.training and not torch.is_grad_enabled():
-            encode = self._compiled_or_eager
-        compressed: List[torch.Tensor] = [encode(x, valid) for x, valid in pad_into_buckets(tokens, buckets)]
+        compiled = self._compiled if not self.training and not torch.is_grad_enabled() else None
+        compressed: List[torch.Tensor] = [
+            compiled(self, x, valid) if compiled is not None else self._encode_bucket(x, valid)
+            for x, valid in pad_into_buckets(tokens, buckets)
+        ]
         out = tokens.new_zeros(lengths.numel(), self.config.output_dim, dtype=torch.float32)
         if not compressed:
             return zero_gradient_output(self, out, tokens)
@@ -229,21 +230,8 @@ class TransActSequenceArch(nn.Module):
         Returns:
             TransActSequenceArch: ``self``.
         """
-        # The module is an argument, not a bound self: a copy of this module (deepcopy)
-        # shares the compiled function but runs it on its own weights.
-        self._compiled = torch.compile(_encode_bucket, dynamic=True) if enabled else None
+        self._compiled = CompiledOrEager(_encode_bucket, "the TransAct encoder", dynamic=True) if enabled else None
         return self
-
-    def _compiled_or_eager(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
-        if self._compiled is None:  # an earlier bucket's compilation failed
-            return self._encode_bucket(x, valid)
-        try:
-            return self._compiled(self, x, valid)
-        except Exception as error:  # noqa: BLE001 - any compiler failure: eager from now on
-            warnings.warn(f"torch.compile of the TransAct encoder failed ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}); using the eager path")
-            self._compiled = None
-            return self._encode_bucket(x, valid)
 
     def _compress(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """[b, L, d] encoder output -> [b, (latest_k + max_pool) * d]."""

@@ -56,6 +56,8 @@ class ServingConfig:
             where a [128 * L, d] activation stays in cache and in the allocator's heap
             (1,000 candidates at once ran about 1.5x slower, on either path), and the
             largest bucket on CUDA. With buckets, at most the largest bucket.
+        compile (bool): run the request encoder through ``torch.compile`` (the eager path
+            without CUDA graphs; the first requests of each new shape pay the compilation).
         adaptive_threads (bool): on CPU, set the intra-op threads before each request to
             the cores other processes leave free (:class:`~torchrec_transact.threads.ThreadBudget`).
     """
@@ -68,6 +70,7 @@ class ServingConfig:
     candidate_buckets: Tuple[int, ...] = (1, 16, 64, 256, 1024)
     sequence_buckets: Tuple[int, ...] = ()
     max_candidates_per_batch: Optional[int] = None
+    compile: bool = False
     adaptive_threads: bool = False
 
 
@@ -159,6 +162,8 @@ class Predictor:
         )
         self.use_cuda_graphs = self.device.type == "cuda" and self.config.cuda_graphs
         self._graphs: Dict[Tuple[int, int], CapturedBucket] = {}
+        if self.config.compile and self.scorer is not None and not self.use_cuda_graphs:
+            self.scorer.compile_encoder()
 
     @classmethod
     def from_checkpoint(cls, path: str, config: Optional[ServingConfig] = None) -> "Predictor":

@@ -16,6 +16,7 @@ from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from torchrec_transact.models.protocol import RankingModel
+from torchrec_transact.modules.compiled import CompiledOrEager
 from torchrec_transact.serving.dedup import RequestTransAct
 
 
@@ -153,6 +154,26 @@ class RequestScorer(nn.Module):
         self.request_encoder: Optional[RequestTransAct] = None
         if transformer is not None:
             self.request_encoder = RequestTransAct(transformer, dedup)
+        self._compiled: Optional[CompiledOrEager] = None
+
+    def compile_encoder(self, enabled: bool = True) -> "RequestScorer":
+        """Runs the request encoder through ``torch.compile`` (inductor, dynamic shapes:
+        the candidate count and the sequence length vary by request); a failed compile
+        warns once and runs eager, which computes the same function (a test compares
+        them). torch.export of the scorer traces the eager module.
+
+        Args:
+            enabled (bool): False returns to the eager path.
+
+        Returns:
+            RequestScorer: ``self``.
+        """
+        self._compiled = (
+            CompiledOrEager(_encode_request, "the request encoder", dynamic=True)
+            if enabled and self.request_encoder is not None
+            else None
+        )
+        return self
 
     def forward(
         self,
@@ -183,6 +204,21 @@ class RequestScorer(nn.Module):
             # One lookup for the sequence and the candidates, each item once.
             items = F.embedding(torch.cat([item_ids, candidate_ids]), table)
             sequence_items, candidates = items.split([item_ids.shape[0], num_candidates])
-            sequence = self.request_encoder(action_types, sequence_items, candidates, length)
+            if self._compiled is not None:
+                sequence = self._compiled(self.request_encoder, action_types, sequence_items, candidates, length)
+            else:
+                sequence = self.request_encoder(action_types, sequence_items, candidates, length)
         logits = self.model.logits_from_embeddings(dense, self.sparse_lookup(sparse_ids), sequence)
         return torch.sigmoid(logits.float())
+
+
+def _encode_request(
+    encoder: RequestTransAct,
+    action_types: torch.Tensor,
+    item_embeddings: torch.Tensor,
+    candidate_embeddings: torch.Tensor,
+    length: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """``encoder(...)`` as a function of the module (what ``RequestScorer.compile_encoder``
+    compiles)."""
+    return encoder(action_types, item_embeddings, candidate_embeddings, length)
