@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""TransAct V2's lifelong sequence: for each example, the few actions of a long history
+(O(10^4) per user) that the encoder sees (arXiv 2506.02267).
+
+The lifelong actions arrive in the flat jagged layout of one KJT key, most recent first,
+ages in the weights (see :mod:`torchrec_transact.modules.masks`). Leakage (age < 0) is
+never eligible, and only the ``max_len`` most recent remaining actions are. Of those, an
+example keeps ``k``:
+
+* ``"nearest"``: the actions whose item vectors have the highest dot product with the
+  candidate's, ties broken by recency (the more recent wins);
+* ``"recent"``: the ``k`` most recent (the ablation's control).
+
+The selection is batched over the jagged values: one similarity per action (its item
+vector against its own example's candidate, never a [B, L, d] copy per candidate), one
+``topk`` on a [B, L] score matrix for the k-th best score of each example, and the ties at
+that score resolved by rank within the example. Selected actions stay in recency order.
+"""
+
+from typing import Optional
+
+import torch
+
+from torchrec_transact.modules.masks import compact, keep_actions, KeptActions, rank_within_segments, segment_ids
+
+LIFELONG_SELECTIONS = ("nearest", "recent")
+
+
+def select_lifelong(
+    lengths: torch.Tensor,
+    ages: torch.Tensor,
+    k: int,
+    max_len: int,
+    selection: str = "nearest",
+    item_embeddings: Optional[torch.Tensor] = None,
+    candidate_embeddings: Optional[torch.Tensor] = None,
+) -> KeptActions:
+    """The ``k`` lifelong actions each example's encoder sees (see the module docstring).
+
+    Args:
+        lengths (torch.Tensor): int [B], lifelong actions per example, most recent first.
+        ages (torch.Tensor): float [M], each action's age in seconds.
+        k (int): actions selected per example (fewer where fewer are eligible).
+        max_len (int): only the ``max_len`` most recent non-leakage actions are eligible.
+        selection (str): ``"nearest"`` or ``"recent"``.
+        item_embeddings (Optional[torch.Tensor]): [M, d], each action's item vector
+            (``"nearest"`` only).
+        candidate_embeddings (Optional[torch.Tensor]): [B, d] (``"nearest"`` only).
+
+    Returns:
+        KeptActions: the selected actions, in recency order within each example.
+
+    Example::
+
+        items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [1.0, 0.0]])
+        kept = select_lifelong(
+            torch.tensor([3, 1]), torch.tensor([10.0, 20.0, 30.0, -5.0]), k=1, max_len=100,
+            item_embeddings=items, candidate_embeddings=torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
+        )
+        kept.index  # tensor([1]): example 0's item nearest to its candidate; example 1's
+                    # only action is leakage
+    """
+    if selection not in LIFELONG_SELECTIONS:
+        raise ValueError(f"selection={selection!r}, expected one of {LIFELONG_SELECTIONS}")
+    lengths = lengths.long()
+    batch_size = lengths.numel()
+    segments = segment_ids(lengths)
+    eligible = keep_actions(ages if ages.is_floating_point() else ages.float(), segments, batch_size, max_len,
+                            0.0, training=False)
+    if selection == "recent":
+        keep = eligible & (rank_within_segments(eligible, segments, batch_size) < k)
+    else:
+        if item_embeddings is None or candidate_embeddings is None:
+            raise ValueError('selection="nearest" needs item_embeddings and candidate_embeddings')
+        keep = _nearest(eligible, segments, lengths, k, item_embeddings, candidate_embeddings)
+    index, position, kept_lengths = compact(keep, segments, batch_size)
+    return KeptActions(index, segments[index], position, kept_lengths)
+
+
+@torch.no_grad()
+def _nearest(
+    eligible: torch.Tensor,
+    segments: torch.Tensor,
+    lengths: torch.Tensor,
+    k: int,
+    item_embeddings: torch.Tensor,
+    candidate_embeddings: torch.Tensor,
+) -> torch.Tensor:
+    """Keep flags of the k eligible actions per example with the highest similarity."""
+    batch_size = lengths.numel()
+    keep = torch.zeros_like(eligible)
+    if k == 0 or eligible.numel() == 0:
+        return keep
+    similarity = (item_embeddings.float() * candidate_embeddings.float()[segments]).sum(-1)
+    similarity = similarity.masked_fill(~eligible, float("-inf"))
+    # The k-th highest similarity of each example, from a [B, L] matrix padded with -inf.
+    longest = int(lengths.max())
+    offsets = torch.cumsum(lengths, 0) - lengths
+    within = torch.arange(segments.numel(), device=segments.device) - offsets[segments]
+    scores = similarity.new_full((batch_size, longest), float("-inf"))
+    scores[segments, within] = similarity
+    kth = scores.topk(min(k, longest), dim=1).values[:, -1]  # -inf: fewer than k eligible
+    threshold = kth[segments]
+    above = eligible & (similarity > threshold)
+    # Ties at the k-th score: the most recent ones fill the remaining places.
+    tied = eligible & (similarity == threshold)
+    places = k - torch.zeros(batch_size, dtype=torch.long, device=keep.device).index_add_(0, segments, above.long())
+    return above | (tied & (rank_within_segments(tied, segments, batch_size) < places[segments]))
