@@ -5,7 +5,8 @@ pool. Needs only torch (the KJT types are for annotation), so the encoder core r
 bare PyTorch install: ``encode`` takes plain tensors.
 """
 
-from typing import Any, Dict, List, Optional, TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,7 +15,8 @@ from torchrec_transact.modules.compiled import CompiledOrEager
 from torchrec_transact.modules.config import TransActConfig
 from torchrec_transact.modules.encoder import EncoderConfig, TransformerEncoder
 from torchrec_transact.modules.jagged import length_buckets, pad_into_buckets
-from torchrec_transact.modules.masks import kept_actions, zero_gradient_output
+from torchrec_transact.modules.lifelong import select_lifelong
+from torchrec_transact.modules.masks import kept_actions, KeptActions, zero_gradient_output
 
 if TYPE_CHECKING:
     from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
@@ -65,8 +67,18 @@ class TransActSequenceArch(nn.Module):
             if config.early_fusion == "append"
             else None
         )
+        # TransAct V2: realtime, lifelong and impression tokens are told apart by a learned
+        # embedding added to their action part (absent in V1, so V1 checkpoints load).
+        self.sequence_type_embedding: Optional[nn.Embedding] = (
+            nn.Embedding(3, config.action_embedding_dim, device=device) if config.side_sequences else None
+        )
         self.reset_parameters()
-        num_positions = config.max_seq_len + int(config.early_fusion == "append")
+        num_positions = (
+            config.max_seq_len
+            + int(config.early_fusion == "append")
+            + config.lifelong_select_k
+            + (config.impression_max_len if config.impression_item_feature is not None else 0)
+        )
         self.positional_embedding: Optional[nn.Embedding] = (
             nn.Embedding(num_positions, config.d_model, device=device)
             if config.positional_encoding
@@ -82,6 +94,8 @@ class TransActSequenceArch(nn.Module):
             ),
             device=device,
         )
+
+    supports_side_sequences = True  # TransAct V2's lifelong and impression sequences
 
     # compile_encoder(); a class default, so modules pickled before it existed load too.
     _compiled: Optional[CompiledOrEager] = None
@@ -111,21 +125,36 @@ class TransActSequenceArch(nn.Module):
         features: "KeyedJaggedTensor",
         item_embeddings: "JaggedTensor",
         candidate_embeddings: "JaggedTensor",
+        lifelong_embeddings: Optional["JaggedTensor"] = None,
+        impression_embeddings: Optional["JaggedTensor"] = None,
     ) -> torch.Tensor:
         """
         Args:
             features (KeyedJaggedTensor): the TransAct input (action types and ages).
             item_embeddings (JaggedTensor): [N, item_dim], one per sequence action.
             candidate_embeddings (JaggedTensor): [B, item_dim], one per example.
+            lifelong_embeddings (Optional[JaggedTensor]): one per lifelong action (when
+                ``lifelong_select_k`` > 0).
+            impression_embeddings (Optional[JaggedTensor]): one per impression (when
+                ``impression_item_feature`` is set).
 
         Returns:
             torch.Tensor: float [B, output_dim]; zeros for an example with no kept action
             (and no candidate token).
         """
-        items = features[self.config.item_feature]
+        config = self.config
+        items = features[config.item_feature]
+        lifelong = impressions = None
+        if lifelong_embeddings is not None:
+            lifelong_items = features[config.lifelong_item_feature]
+            lifelong = SideSequence(lifelong_items.lengths(), lifelong_items.weights(), lifelong_embeddings.values(),
+                                    features[config.lifelong_action_feature].values())
+        if impression_embeddings is not None and config.impression_item_feature is not None:
+            shown = features[config.impression_item_feature]
+            impressions = SideSequence(shown.lengths(), shown.weights(), impression_embeddings.values())
         return self.encode(
-            items.lengths(), items.weights(), features[self.config.action_feature].values(),
-            item_embeddings.values(), candidate_embeddings.values(),
+            items.lengths(), items.weights(), features[config.action_feature].values(),
+            item_embeddings.values(), candidate_embeddings.values(), lifelong, impressions,
         )
 
     def encode(
@@ -135,6 +164,8 @@ class TransActSequenceArch(nn.Module):
         action_types: torch.Tensor,
         item_embeddings: torch.Tensor,
         candidate_embeddings: torch.Tensor,
+        lifelong: Optional["SideSequence"] = None,
+        impressions: Optional["SideSequence"] = None,
     ) -> torch.Tensor:
         """:meth:`forward` on plain tensors (no torchrec needed).
 
@@ -144,19 +175,27 @@ class TransActSequenceArch(nn.Module):
             action_types (torch.Tensor): int [M].
             item_embeddings (torch.Tensor): [M, item_dim].
             candidate_embeddings (torch.Tensor): [B, item_dim].
+            lifelong (Optional[SideSequence]): TransAct V2's lifelong sequence; its
+                ``lifelong_select_k`` selected actions per example join the tokens.
+            impressions (Optional[SideSequence]): the impression sequence (no action
+                types); its ``impression_max_len`` most recent join the tokens.
 
         Returns:
             torch.Tensor: float [B, output_dim].
         """
         config = self.config
         kept = kept_actions(lengths, ages, config.max_seq_len, config.time_window_s, self.training)
-        example, position, kept_lengths = kept.example, kept.position, kept.lengths
-        batch_size = kept_lengths.numel()
-        # Gathered in the encoder's precision and written once by a single cat.
+        batch_size = kept.lengths.numel()
         dtype = self._token_dtype(item_embeddings.device.type)
-        pieces = [item_embeddings[kept.index].to(dtype)]
-        if self.action_embedding is not None:
-            pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+        if lifelong is None and impressions is None:
+            example, position, kept_lengths = kept.example, kept.position, kept.lengths
+            # Gathered in the encoder's precision and written once by a single cat.
+            pieces = [item_embeddings[kept.index].to(dtype)]
+            if self.action_embedding is not None:
+                pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+        else:
+            pieces, example, position, kept_lengths = self._joined_sequences(
+                kept, action_types, item_embeddings, candidate_embeddings, lifelong, impressions, dtype)
         if config.early_fusion == "concat":
             pieces.append(candidate_embeddings.to(dtype)[example])
         tokens = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
@@ -172,6 +211,55 @@ class TransActSequenceArch(nn.Module):
         if self.positional_embedding is not None:
             tokens = tokens + self.positional_embedding(position)
         return self._encode(tokens, example, position, kept_lengths)
+
+    def _joined_sequences(
+        self,
+        kept: KeptActions,
+        action_types: torch.Tensor,
+        item_embeddings: torch.Tensor,
+        candidate_embeddings: torch.Tensor,
+        lifelong: Optional["SideSequence"],
+        impressions: Optional["SideSequence"],
+        dtype: torch.dtype,
+    ) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TransAct V2: the realtime, selected lifelong and impression actions of each
+        example as one sequence, in that order (each most recent first). Every token's
+        action part carries its sequence's type embedding; an impression has no action
+        type, only that embedding.
+
+        Returns:
+            Tuple: the token pieces (action part, item part) as a list, and the example,
+            position and per-example length of each joined token.
+        """
+        config = self.config
+        assert self.action_embedding is not None and self.sequence_type_embedding is not None
+        parts: List[Tuple[KeptActions, Optional[torch.Tensor], torch.Tensor]] = [(kept, action_types, item_embeddings)]
+        if lifelong is not None:
+            selected = select_lifelong(
+                lifelong.lengths, lifelong.ages, config.lifelong_select_k, config.lifelong_max_len,
+                config.lifelong_selection, lifelong.item_embeddings, candidate_embeddings,
+            )
+            parts.append((selected, lifelong.action_types, lifelong.item_embeddings))
+        else:
+            parts.append((_no_actions(kept.lengths), None, item_embeddings))
+        if impressions is not None:
+            shown = kept_actions(impressions.lengths, impressions.ages, config.impression_max_len, 0.0, False)
+            parts.append((shown, None, impressions.item_embeddings))
+        actions, items, examples, positions = [], [], [], []
+        offset = torch.zeros_like(kept.lengths)
+        for sequence_type, (part, types, embeddings) in enumerate(parts):
+            type_vector = self.sequence_type_embedding.weight[sequence_type]
+            if types is None:  # impressions: the sequence type is the whole action part
+                action = type_vector.expand(part.index.numel(), -1)
+            else:
+                action = self.action_embedding(types[part.index].long()) + type_vector
+            actions.append(action.to(dtype))
+            items.append(embeddings[part.index].to(dtype))
+            examples.append(part.example)
+            positions.append(part.position + offset[part.example])
+            offset = offset + part.lengths
+        pieces = [torch.cat(actions), torch.cat(items)]
+        return pieces, torch.cat(examples), torch.cat(positions), offset
 
     def _encode(
         self,
@@ -259,6 +347,30 @@ class TransActSequenceArch(nn.Module):
             else:
                 parts.append(x.amax(dim=1))
         return torch.cat(parts, dim=1)
+
+
+@dataclass
+class SideSequence:
+    """A second action sequence of the same examples (TransAct V2's lifelong or impression
+    sequence), flat jagged, most recent first.
+
+    Args:
+        lengths (torch.Tensor): int [B], actions per example.
+        ages (torch.Tensor): float [M], each action's age in seconds.
+        item_embeddings (torch.Tensor): [M, item_dim].
+        action_types (Optional[torch.Tensor]): int [M]; None for impressions.
+    """
+
+    lengths: torch.Tensor
+    ages: torch.Tensor
+    item_embeddings: torch.Tensor
+    action_types: Optional[torch.Tensor] = None
+
+
+def _no_actions(lengths: torch.Tensor) -> KeptActions:
+    """An empty part (no lifelong sequence given): keeps the sequence-type indices fixed."""
+    empty = lengths.new_zeros(0, dtype=torch.long)
+    return KeptActions(empty, empty, empty, torch.zeros_like(lengths, dtype=torch.long))
 
 
 def _encode_bucket(arch: TransActSequenceArch, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:

@@ -3,8 +3,10 @@
 library: the encoder core imports it without torchrec)."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 EARLY_FUSION_MODES = ("concat", "append", "none")
+LIFELONG_SELECTIONS = ("nearest", "recent")
 
 
 @dataclass
@@ -41,6 +43,20 @@ class TransActConfig:
         max_length_buckets (int): at most this many length buckets per batch; each is
             padded only to its own longest sequence. 1 pads the batch to its longest.
         validate_inputs (bool): check keys, lengths, id ranges and ages on every call.
+        lifelong_action_feature (str): KJT key of the lifelong sequence's action types
+            (TransAct V2, arXiv 2506.02267).
+        lifelong_item_feature (str): KJT key of the lifelong sequence's item ids; weights
+            are ages; the item table is shared.
+        lifelong_max_len (int): only the most recent ``lifelong_max_len`` non-leakage
+            lifelong actions are eligible.
+        lifelong_select_k (int): lifelong actions selected per example and joined to the
+            realtime tokens; 0 (default): no lifelong sequence, V1.
+        lifelong_selection (str): ``"nearest"`` (the actions whose items are nearest to
+            the candidate, by dot product; ties to the more recent) or ``"recent"`` (the
+            most recent: the control).
+        impression_item_feature (Optional[str]): KJT key of the impression sequence (items
+            shown and not engaged with; weights are ages); None (default): none.
+        impression_max_len (int): most recent non-leakage impressions kept.
     """
 
     num_action_types: int
@@ -62,6 +78,13 @@ class TransActConfig:
     positional_encoding: bool = False
     max_length_buckets: int = 8
     validate_inputs: bool = True
+    lifelong_action_feature: str = "lifelong_action_type"
+    lifelong_item_feature: str = "lifelong_item_id"
+    lifelong_max_len: int = 10_000
+    lifelong_select_k: int = 0
+    lifelong_selection: str = "nearest"
+    impression_item_feature: Optional[str] = None
+    impression_max_len: int = 100
 
     def __post_init__(self) -> None:
         if self.early_fusion not in EARLY_FUSION_MODES:
@@ -87,6 +110,25 @@ class TransActConfig:
             )
         if self.time_window_s < 0:
             raise ValueError(f"time_window_s={self.time_window_s}, expected >= 0")
+        if self.lifelong_select_k < 0 or self.lifelong_max_len < 1 or self.impression_max_len < 1:
+            raise ValueError(
+                f"lifelong_select_k={self.lifelong_select_k} (>= 0), lifelong_max_len="
+                f"{self.lifelong_max_len} and impression_max_len={self.impression_max_len} (>= 1)"
+            )
+        if self.lifelong_selection not in LIFELONG_SELECTIONS:
+            raise ValueError(
+                f"lifelong_selection={self.lifelong_selection!r}, expected one of {LIFELONG_SELECTIONS}"
+            )
+        if self.side_sequences and self.action_embedding_dim == 0:
+            raise ValueError(
+                "lifelong and impression sequences mark their tokens with a sequence-type "
+                "embedding in the action part: action_embedding_dim must be > 0"
+            )
+
+    @property
+    def side_sequences(self) -> bool:
+        """True when TransAct V2's lifelong or impression sequence is on."""
+        return self.lifelong_select_k > 0 or self.impression_item_feature is not None
 
     @property
     def d_model(self) -> int:

@@ -21,9 +21,8 @@ from typing import Optional
 
 import torch
 
+from torchrec_transact.modules.config import LIFELONG_SELECTIONS
 from torchrec_transact.modules.masks import compact, keep_actions, KeptActions, rank_within_segments, segment_ids
-
-LIFELONG_SELECTIONS = ("nearest", "recent")
 
 
 def select_lifelong(

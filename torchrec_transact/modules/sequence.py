@@ -20,7 +20,7 @@ reach fx). Every encoder returns ``[B, output_dim]`` made of ``output_tokens`` r
 ``token_dim`` features, which is how DLRM turns it into interaction rows.
 """
 
-from typing import Dict, Optional, Protocol, runtime_checkable, TYPE_CHECKING
+from typing import Dict, List, Optional, Protocol, runtime_checkable, TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -116,14 +116,52 @@ def validate_sequence_features(
     _check_ids(
         config.candidate_feature, candidates, config.num_items, candidates.lengths()
     )
-    ages = items.weights()
-    not_finite = ~torch.isfinite(ages)
+    _check_ages(config.item_feature, items)
+    _validate_side_sequences(jts, config)
+
+
+def _check_ages(name: str, items: JaggedTensor) -> None:
+    not_finite = ~torch.isfinite(items.weights())
     if bool(not_finite.any()):
         example = _first_bad_example(not_finite, items.lengths())
         raise ValueError(
-            f"TransAct: example {example} of {config.item_feature!r} has a non-finite "
+            f"TransAct: example {example} of {name!r} has a non-finite "
             "action age (weight); ages are seconds before the request"
         )
+
+
+def _validate_side_sequences(jts: Dict[str, JaggedTensor], config: TransActConfig) -> None:
+    """The lifelong and impression keys of TransAct V2, when the config turns them on."""
+    item_keys = []
+    if config.lifelong_select_k > 0:
+        item_keys.append(config.lifelong_item_feature)
+        for key in (config.lifelong_action_feature, config.lifelong_item_feature):
+            if key not in jts:
+                raise ValueError(f"TransAct: key {key!r} is missing from the KJT (lifelong_select_k > 0)")
+        actions, items = jts[config.lifelong_action_feature], jts[config.lifelong_item_feature]
+        mismatch = actions.lengths() != items.lengths()
+        if bool(mismatch.any()):
+            example = int(mismatch.nonzero()[0, 0])
+            raise ValueError(
+                f"TransAct: example {example} has {int(actions.lengths()[example])} "
+                f"{config.lifelong_action_feature!r} values but {int(items.lengths()[example])} "
+                f"{config.lifelong_item_feature!r} values; they must be equal"
+            )
+        _check_ids(config.lifelong_action_feature, actions, config.num_action_types, actions.lengths())
+    if config.impression_item_feature is not None:
+        if config.impression_item_feature not in jts:
+            raise ValueError(f"TransAct: key {config.impression_item_feature!r} is missing from the KJT")
+        item_keys.append(config.impression_item_feature)
+    for key in item_keys:
+        _check_ids(key, jts[key], config.num_items, jts[key].lengths())
+        _check_ages(key, jts[key])
+
+
+def side_item_features(config: TransActConfig) -> List[str]:
+    """The item keys of TransAct V2's lifelong and impression sequences that the config
+    turns on (they share the item table)."""
+    keys = [config.lifelong_item_feature] if config.lifelong_select_k > 0 else []
+    return keys + ([config.impression_item_feature] if config.impression_item_feature is not None else [])
 
 
 # A leaf for torch.fx: its checks read tensor values, which a symbolic trace cannot.
@@ -209,6 +247,11 @@ class SequenceModule(nn.Module):
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
+        if config.side_sequences and not getattr(sequence_arch, "supports_side_sequences", False):
+            raise ValueError(
+                f"{type(sequence_arch).__name__} has no lifelong or impression sequence "
+                "(TransAct V2); set lifelong_select_k=0 and impression_item_feature=None"
+            )
         self.config = config
         self.output_tokens = output_tokens
         self.token_dim = token_dim
@@ -218,7 +261,7 @@ class SequenceModule(nn.Module):
                     name=ITEM_TABLE,
                     num_embeddings=config.num_items,
                     embedding_dim=config.item_embedding_dim,
-                    feature_names=[config.item_feature, config.candidate_feature],
+                    feature_names=[config.item_feature, config.candidate_feature] + side_item_features(config),
                 )
             ],
             device=device,
@@ -254,10 +297,17 @@ class SequenceModule(nn.Module):
         if _is_empty_batch(features):
             return torch.zeros(0, self.output_dim, device=features.values().device)
         embeddings: Dict[str, JaggedTensor] = self.item_embedding_collection(features)
+        config = self.config
+        if not config.side_sequences:
+            return self.sequence_arch(features, embeddings[config.item_feature], embeddings[config.candidate_feature])
         return self.sequence_arch(
             features,
-            embeddings[self.config.item_feature],
-            embeddings[self.config.candidate_feature],
+            embeddings[config.item_feature],
+            embeddings[config.candidate_feature],
+            lifelong_embeddings=embeddings[config.lifelong_item_feature] if config.lifelong_select_k > 0 else None,
+            impression_embeddings=(
+                embeddings[config.impression_item_feature] if config.impression_item_feature is not None else None
+            ),
         )
 
     @torch.no_grad()

@@ -116,6 +116,11 @@ class Predictor:
         self, model: RankingModel, config: Optional[ServingConfig] = None, vocabulary: Optional[Dict[str, Any]] = None
     ) -> None:
         self.config = config or ServingConfig()
+        if model.sequence_encoder.config.side_sequences:
+            raise ValueError(
+                "serving a model with lifelong or impression sequences (TransAct V2) is not "
+                "built yet: requests carry the realtime events only"
+            )
         self.raw_ids: Optional[RawIdTranslator] = (
             RawIdTranslator(vocabulary["features"], vocabulary["actions"], vocabulary.get("min_id_count", 1) > 1)
             if vocabulary

@@ -1,0 +1,154 @@
+"""TransAct V2's lifelong and impression sequences: selection, leakage, V1 unchanged."""
+
+from typing import List, Optional
+
+import pytest
+import torch
+from torch.testing import assert_close
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from torchrec_transact import TransAct, TransActConfig
+from torchrec_transact.modules.lifelong import select_lifelong
+
+NUM_ITEMS, NUM_ACTIONS = 40, 4
+
+
+def _brute_force(lengths, ages, items, candidates, k, max_len) -> List[List[int]]:
+    """Per example, in a Python loop: the selected value indices in recency order."""
+    selected, start = [], 0
+    for b, n in enumerate(lengths.tolist()):
+        rows = [start + i for i in range(n) if ages[start + i] >= 0][:max_len]
+        # Highest similarity first; equal similarity: the more recent (earlier) first.
+        ranked = sorted(rows, key=lambda r: (-float(items[r] @ candidates[b]), r))
+        selected.append(sorted(ranked[:k]))
+        start += n
+    return selected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nearest_selection_equals_a_per_example_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 30, (9,), generator=g)
+    lengths[3] = 0
+    total = int(lengths.sum())
+    ages = torch.randn(total, generator=g) * 100 + 50  # some leakage (negative ages)
+    # Few distinct small-integer vectors: many exact ties in similarity.
+    items = torch.randint(-2, 3, (total, 4), generator=g).float()
+    candidates = torch.randint(-2, 3, (9, 4), generator=g).float()
+    for k, max_len in [(1, 100), (4, 100), (5, 7), (40, 100)]:
+        kept = select_lifelong(lengths, ages, k, max_len, "nearest", items, candidates)
+        expected = _brute_force(lengths, ages, items, candidates, k, max_len)
+        got = [kept.index[kept.example == b].tolist() for b in range(9)]
+        assert got == expected, (k, max_len)
+        assert kept.lengths.tolist() == [len(e) for e in expected]
+        for b in range(9):  # positions count from the most recent selected action
+            assert kept.position[kept.example == b].tolist() == list(range(len(expected[b])))
+
+
+def test_recent_selection_keeps_the_most_recent_non_leakage() -> None:
+    lengths = torch.tensor([5, 2])
+    ages = torch.tensor([-1.0, 10.0, 20.0, 30.0, 40.0, 5.0, -3.0])
+    kept = select_lifelong(lengths, ages, 2, 100, "recent")
+    assert kept.index.tolist() == [1, 2, 5]
+    with pytest.raises(ValueError, match="needs item_embeddings"):
+        select_lifelong(lengths, ages, 2, 100, "nearest")
+
+
+def _features(
+    lengths: List[int], lifelong: List[int], impressions: Optional[List[int]], seed: int = 0,
+    lifelong_ages: Optional[torch.Tensor] = None, impression_ages: Optional[torch.Tensor] = None,
+) -> KeyedJaggedTensor:
+    g = torch.Generator().manual_seed(seed)
+    b = len(lengths)
+    n, m = sum(lengths), sum(lifelong)
+    keys = ["action_type", "item_id", "candidate_item_id", "lifelong_action_type", "lifelong_item_id"]
+    values = [torch.randint(0, NUM_ACTIONS, (n,), generator=g), torch.randint(0, NUM_ITEMS, (n,), generator=g),
+              torch.randint(0, NUM_ITEMS, (b,), generator=g), torch.randint(0, NUM_ACTIONS, (m,), generator=g),
+              torch.randint(0, NUM_ITEMS, (m,), generator=g)]
+    ages = torch.rand(n, generator=g) * 1e4 + 1
+    life = lifelong_ages if lifelong_ages is not None else torch.rand(m, generator=g) * 1e7 + 1
+    weights = [ages, ages, torch.zeros(b), life, life]
+    all_lengths = [lengths, lengths, [1] * b, lifelong, lifelong]
+    if impressions is not None:
+        k = sum(impressions)
+        keys.append("impression_item_id")
+        values.append(torch.randint(0, NUM_ITEMS, (k,), generator=g))
+        weights.append(impression_ages if impression_ages is not None else torch.rand(k, generator=g) * 1e4 + 1)
+        all_lengths.append(impressions)
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=keys, values=torch.cat(values), lengths=torch.tensor(sum(all_lengths, [])), weights=torch.cat(weights))
+
+
+def _config(**overrides) -> TransActConfig:
+    fields = dict(num_action_types=NUM_ACTIONS, num_items=NUM_ITEMS, max_seq_len=10, latest_k=2, dropout=0.0,
+                  time_window_s=0.0)
+    fields.update(overrides)
+    return TransActConfig(**fields)
+
+
+def test_v1_is_unchanged_at_the_defaults() -> None:
+    """Defaults: no new parameter, the lifelong and impression keys ignored."""
+    torch.manual_seed(0)
+    v1 = TransAct(_config())
+    keys = set(v1.state_dict())
+    assert not any("sequence_type" in key for key in keys)
+    features = _features([3, 0, 5], [4, 2, 0], [2, 1, 0])
+    plain = KeyedJaggedTensor.from_lengths_sync(
+        keys=["action_type", "item_id", "candidate_item_id"],
+        values=features.values()[:19], lengths=features.lengths()[:9], weights=features.weights()[:19])
+    v1.eval()
+    assert_close(v1(features), v1(plain))
+
+
+@pytest.mark.parametrize("selection", ["nearest", "recent"])
+def test_lifelong_tokens_join_and_leakage_never_counts(selection: str) -> None:
+    """Selected lifelong actions and impressions change the output; a leaked lifelong
+    action or impression (age < 0) changes nothing, whatever its item."""
+    torch.manual_seed(0)
+    config = _config(lifelong_select_k=3, lifelong_selection=selection, impression_item_feature="impression_item_id")
+    transact = TransAct(config).eval()
+    base = transact(_features([3, 2], [6, 4], [2, 3]))
+    realtime_only = TransAct(_config())
+    realtime_only.load_state_dict(transact.state_dict(), strict=False)
+    assert not torch.allclose(base, realtime_only.eval()(_features([3, 2], [6, 4], [2, 3])))
+    leaked_life = torch.rand(10) * 1e6 + 1
+    leaked_life[[0, 6]] = -5.0  # the most recent action of each example is leakage
+    leaked_shown = torch.rand(5) * 1e3 + 1
+    leaked_shown[2] = -1.0
+    with_leaks = _features([3, 2], [6, 4], [2, 3], lifelong_ages=leaked_life, impression_ages=leaked_shown)
+    out = transact(with_leaks)
+    changed = with_leaks.to_dict()
+    values = dict((k, v.values().clone()) for k, v in changed.items())
+    values["lifelong_item_id"][[0, 6]] = (values["lifelong_item_id"][[0, 6]] + 7) % NUM_ITEMS
+    values["impression_item_id"][2] = (values["impression_item_id"][2] + 7) % NUM_ITEMS
+    other = KeyedJaggedTensor.from_lengths_sync(
+        keys=with_leaks.keys(), values=torch.cat([values[k] for k in with_leaks.keys()]),
+        lengths=with_leaks.lengths(), weights=with_leaks.weights())
+    assert_close(transact(other), out)
+
+
+def test_empty_lifelong_and_impressions_give_finite_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    config = _config(lifelong_select_k=4, impression_item_feature="impression_item_id", dropout=0.1,
+                     time_window_s=3600.0)
+    transact = TransAct(config).train()
+    out = transact(_features([0, 2, 0], [0, 0, 0], [0, 0, 0]))
+    assert torch.isfinite(out).all() and (out[0] == 0).all() and (out[2] == 0).all()
+    out.sum().backward()
+    for name, p in transact.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_side_sequences_need_their_keys_and_a_transact_arch() -> None:
+    transact = TransAct(_config(lifelong_select_k=2))
+    plain = KeyedJaggedTensor.from_lengths_sync(
+        keys=["action_type", "item_id", "candidate_item_id"], values=torch.tensor([1, 2, 3]),
+        lengths=torch.tensor([1, 1, 1]), weights=torch.ones(3))
+    with pytest.raises(ValueError, match="'lifelong_action_type' is missing"):
+        transact(plain)
+    with pytest.raises(ValueError, match="action_embedding_dim must be > 0"):
+        _config(lifelong_select_k=2, action_embedding_dim=0)
+    from torchrec_transact.modules.baselines import build_sequence_encoder
+
+    with pytest.raises(ValueError, match="no lifelong or impression sequence"):
+        build_sequence_encoder("avg_pool", _config(lifelong_select_k=2))
