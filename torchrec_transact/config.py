@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torchrec_transact.data.registry import data_sources, describe_data_sources
 from torchrec_transact.modules.baselines import SEQUENCE_ENCODERS
-from torchrec_transact.modules.config import EARLY_FUSION_MODES, TransActConfig
+from torchrec_transact.modules.config import EARLY_FUSION_MODES, IMPRESSION_ITEM_FEATURE, LIFELONG_SELECTIONS, TransActConfig
 
 MODELS = ("dcn", "dlrm")
 PIPELINES = ("auto", "sparse_dist", "plain")
@@ -75,6 +75,13 @@ class ModelConfig:
     action_embedding_dim: int = option(32, "action-type embedding width (0: no action embedding)")
     early_fusion: str = option("concat", "how the candidate joins the tokens", EARLY_FUSION_MODES)
     dcn_low_rank_dim: Optional[int] = option(None, "rank of the DCN cross layers (unset: full rank)")
+    lifelong_select_k: int = option(0, "TransAct V2: lifelong actions selected per example (0: no lifelong sequence)")
+    lifelong_selection: str = option(
+        "nearest", "TransAct V2: the lifelong actions nearest to the candidate, or the most recent (control)",
+        LIFELONG_SELECTIONS,
+    )
+    lifelong_max_len: int = option(10_000, "TransAct V2: most recent lifelong actions eligible for selection")
+    impressions: bool = option(False, "TransAct V2: add the impression sequence (items shown, not engaged with)")
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -122,6 +129,10 @@ class ModelConfig:
             action_embedding_dim=self.action_embedding_dim,
             early_fusion=self.early_fusion,
             max_pool=self.max_pool,
+            lifelong_select_k=self.lifelong_select_k,
+            lifelong_selection=self.lifelong_selection,
+            lifelong_max_len=self.lifelong_max_len,
+            impression_item_feature=IMPRESSION_ITEM_FEATURE if self.impressions else None,
         )
 
     def model_fields(self) -> Dict[str, Any]:
@@ -143,6 +154,8 @@ class TrainConfig(ModelConfig):
     valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
     min_id_count: int = option(1, "logs: ids (users, items, categories) seen fewer times in training share one row")
     data_workers: int = option(0, "--data prepared: data-loader processes per rank reading the shards (0: none)")
+    synthetic_lifelong: int = option(0, "synthetic data: lifelong actions per request, with dormant interests (0: none)")
+    synthetic_impressions: int = option(0, "synthetic data: impressions per request (0: none)")
     adaptive_threads: bool = option(
         False, "CPU: set the intra-op threads each step to the cores other processes leave free"
     )
@@ -200,6 +213,15 @@ class TrainConfig(ModelConfig):
                 f"--train-fraction {self.train_fraction}, --valid-fraction {self.valid_fraction}: need 0 < train "
                 "and train + valid < 1 (the rest evaluates)"
             )
+        if (self.synthetic_lifelong or self.synthetic_impressions) and self.data != "synthetic":
+            raise ConfigError("--synthetic-lifelong and --synthetic-impressions apply to --data synthetic only")
+        for needs, has, flag in ((self.lifelong_select_k > 0, self.synthetic_lifelong, "--lifelong-select-k"),
+                                 (self.impressions, self.synthetic_impressions, "--impressions")):
+            if needs and not (self.data == "synthetic" and has):
+                raise ConfigError(
+                    f"{flag} needs that sequence in the data; for now only --data synthetic has it "
+                    f"({'--synthetic-lifelong' if 'lifelong' in flag else '--synthetic-impressions'} N)"
+                )
         if self.early_stopping and not self.eval_interval:
             raise ConfigError("--early-stopping needs --eval-interval > 0 (it counts validations)")
         if self.resume and self.init_from:

@@ -52,8 +52,18 @@ CRITEO: Tuple[Variant, ...] = (
     Variant("dcn_none", {"model": "dcn", "encoder": "none"}, "DCN-V2"),
     Variant("dcn_transact", {"model": "dcn", "encoder": "transact"}, "DCN-V2 + TransAct"),
 )
+# TransAct V2 on synthetic data with a lifelong history (dormant interests that return)
+# and impressions; every row reads the same data, the first ignores the extra keys.
+V2_DATA = {"synthetic_lifelong": 500, "synthetic_impressions": 50}
+V2: Tuple[Variant, ...] = (
+    Variant("v2_realtime", dict(V2_DATA), "TransAct, realtime only"),
+    Variant("v2_lifelong_nearest", {**V2_DATA, "lifelong_select_k": 32}, "+ 32 lifelong actions nearest the candidate"),
+    Variant("v2_lifelong_recent", {**V2_DATA, "lifelong_select_k": 32, "lifelong_selection": "recent"},
+            "+ the 32 most recent lifelong actions (control)"),
+    Variant("v2_impressions", {**V2_DATA, "impressions": True}, "+ 50 impressions"),
+)
 BASELINE = "avg_pool"
-ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO}
+ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO + V2}
 
 # `--data all`, and where the data folder holds each real sample (the layout of shared/data).
 DATASETS = ("synthetic", "movielens", "criteo")

@@ -52,6 +52,55 @@ def sequence_kjt(
     )
 
 
+@dataclass
+class SideSequenceValues:
+    """A jagged sequence of another kind (TransAct V2's lifelong actions, or impressions)
+    for :func:`with_side_sequences`, most recent first within an example.
+
+    Args:
+        keys (Tuple[str, ...]): one key per tensor of ``values``: action types and items
+            (lifelong), or items alone (impressions).
+        values (Tuple[torch.Tensor, ...]): int [N] each.
+        ages_s (torch.Tensor): float [N].
+        lengths (torch.Tensor): int [B].
+    """
+
+    keys: Tuple[str, ...]
+    values: Tuple[torch.Tensor, ...]
+    ages_s: torch.Tensor
+    lengths: torch.Tensor
+
+
+def with_side_sequences(kjt: KeyedJaggedTensor, sides: Sequence[SideSequenceValues]) -> KeyedJaggedTensor:
+    """``kjt`` with more keys appended: each side sequence's keys, ages as their weights.
+
+    Args:
+        kjt (KeyedJaggedTensor): a weighted KJT (:func:`sequence_kjt`).
+        sides (Sequence[SideSequenceValues]): the sequences to add.
+
+    Returns:
+        KeyedJaggedTensor: the keys of ``kjt``, then those of each side sequence.
+
+    Example::
+
+        kjt = sequence_kjt(torch.tensor([1]), torch.tensor([17]), torch.tensor([30.0]),
+                           torch.tensor([1]), torch.tensor([42]))
+        shown = SideSequenceValues(("impression_item_id",), (torch.tensor([5, 6]),),
+                                   torch.tensor([60.0, 90.0]), torch.tensor([2]))
+        with_side_sequences(kjt, [shown])["impression_item_id"].weights()  # tensor([60., 90.])
+    """
+    keys, values, lengths, weights = list(kjt.keys()), [kjt.values()], [kjt.lengths()], [kjt.weights()]
+    for side in sides:
+        for key, ids in zip(side.keys, side.values):
+            keys.append(key)
+            values.append(ids.long())
+            lengths.append(side.lengths.to(kjt.lengths().dtype))
+            weights.append(side.ages_s.float())
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), weights=torch.cat(weights)
+    )
+
+
 def categorical_kjt(keys: Sequence[str], ids: torch.Tensor) -> KeyedJaggedTensor:
     """One id per feature and example, as the KJT an ``EmbeddingBagCollection`` pools.
 

@@ -110,6 +110,8 @@ class DataOptions:
         train_fraction, valid_fraction (float): logs: the time split (the rest evaluates).
         min_id_count (int): logs: ids seen fewer times in training share the unknown row.
         data_workers (int): prepared folders: data-loader processes per rank (0: none).
+        lifelong_len (int): synthetic data: lifelong actions per request (0: none).
+        impression_len (int): synthetic data: impressions per request (0: none).
     """
 
     path: Optional[str] = None
@@ -125,6 +127,8 @@ class DataOptions:
     valid_fraction: float = 0.1
     min_id_count: int = 1
     data_workers: int = 0
+    lifelong_len: int = 0
+    impression_len: int = 0
 
 
 DataSource = Callable[[DataOptions], DataSpec]
@@ -213,7 +217,9 @@ def _open_synthetic(options: DataOptions) -> DataSpec:
         TASKS,
     )
 
-    sc = SyntheticConfig(max_seq_len=options.max_seq_len)
+    sc = SyntheticConfig(
+        max_seq_len=options.max_seq_len, lifelong_len=options.lifelong_len, impression_len=options.impression_len
+    )
 
     def stream(rank: int, world: int, **kwargs: object) -> SyntheticActionData:
         return SyntheticActionData(sc, options.batch_size, options.seed, rank=rank, world_size=world, **kwargs)

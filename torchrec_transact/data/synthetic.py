@@ -24,17 +24,35 @@ batch index)``, so a batch is the same whatever rank or worker produces it):
   the category. ``rabbit_hole`` in [0, 1] sets tau = 1 + 20 (1 - rabbit_hole): at 1 only
   the very last actions matter, at 0 the last twenty or so. The probabilities are exposed
   as ``label_probabilities``, so tests can compare a model's AUC with the best possible.
+* **Lifelong history** (TransAct V2; ``lifelong_len`` > 0, off by default): every user also
+  has two *dormant* interests, categories absent from the realtime history, and a history
+  of ``lifelong_len`` actions two weeks to a year old, ``dormant_share`` of them on the
+  dormant categories and the rest on the long-term interests or anywhere. A share
+  ``dormant_candidates`` of the candidates comes from a dormant category, and the click
+  and save logits gain ``8 x`` the share of the lifelong positive actions in the
+  candidate's category: interests that return after weeks, which the last 100 actions
+  miss.
+* **Impressions** (``impression_len`` > 0): items shown in the last hours and not engaged
+  with, mostly from two *ignored* categories per request; a share of the candidates comes
+  from them, and the click and save logits lose ``3 x`` the share of the impressions in the
+  candidate's category.
+
+Both extras draw from their own random streams, so with them off every batch is the same
+as before they existed.
 """
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info, IterableDataset
 
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
-from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
+from torchrec_transact.data.kjt import (
+    categorical_kjt, repeat_per_candidate, sequence_kjt, SideSequenceValues, with_side_sequences,
+)
 from torchrec_transact.data.tasks import CLICK, HIDE, PINTEREST_ACTIONS, SAVE
 
 TASKS = PINTEREST_ACTIONS  # one head per action type
@@ -102,10 +120,16 @@ class SyntheticConfig:
     save_rate: float = 0.25
     rabbit_hole: float = 0.5
     user_embedding_dim: int = 16
+    lifelong_len: int = 0
+    dormant_share: float = 0.4
+    dormant_candidates: float = 0.25
+    impression_len: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rabbit_hole <= 1.0:
             raise ValueError(f"rabbit_hole={self.rabbit_hole}, expected in [0, 1]")
+        if self.lifelong_len < 0 or self.impression_len < 0:
+            raise ValueError(f"lifelong_len={self.lifelong_len} and impression_len={self.impression_len}: expected >= 0")
         if self.num_items % self.num_categories:
             raise ValueError(
                 f"num_items={self.num_items} is not a multiple of num_categories="
@@ -120,6 +144,33 @@ class SyntheticConfig:
     def dense_in_features(self) -> int:
         """Dense width before the user vector."""
         return len(DENSE_FEATURES)
+
+
+@dataclass
+class _RequestSequence:
+    """A side sequence of R requests, [R, L] arrays, most recent first, every request
+    the same length."""
+
+    keys: Tuple[str, ...]
+    values: Tuple[np.ndarray, ...]
+    ages: np.ndarray
+
+    def per_candidate(self, candidates: int) -> SideSequenceValues:
+        """The sequence repeated for each of a request's ``candidates`` examples."""
+        R, L = self.ages.shape
+        repeat = lambda a: torch.from_numpy(np.repeat(a, candidates, axis=0).reshape(-1))  # noqa: E731
+        return SideSequenceValues(self.keys, tuple(repeat(v) for v in self.values),
+                                  repeat(self.ages.astype(np.float32)), torch.full((R * candidates,), L))
+
+
+@dataclass
+class _Extras:
+    """What the lifelong history and impressions change in a batch (nothing by default)."""
+
+    candidate_category: Optional[np.ndarray] = None
+    candidates: Optional[np.ndarray] = None
+    engage_logit: np.ndarray = 0.0  # type: ignore[assignment]
+    sides: List[_RequestSequence] = dataclasses.field(default_factory=list)
 
 
 class SyntheticActionData(IterableDataset):
@@ -185,6 +236,8 @@ class SyntheticActionData(IterableDataset):
             np.einsum("uk,ukd->ud", self.user_weights, centroids[self.user_interests])
             + 0.1 * rng.standard_normal((c.num_users, c.user_embedding_dim))
         ).astype(np.float32)
+        # Dormant interests (lifelong history only), from their own stream.
+        self.user_dormant = np.random.default_rng([seed, 1 << 31]).integers(0, c.num_categories, (c.num_users, 2))
 
     def item_embeddings(self, dim: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Pretrained-style item vectors for this catalogue (see ``category_item_embeddings``)."""
@@ -205,6 +258,56 @@ class SyntheticActionData(IterableDataset):
         """[R, N] interest weight of each candidate category for its request's user."""
         match = self.user_interests[users][:, None, :] == categories[:, :, None]
         return (match * self.user_weights[users][:, None, :]).sum(-1)
+
+    def _extras(
+        self, users: np.ndarray, ages: np.ndarray, candidate_category: np.ndarray, candidates: np.ndarray,
+        rng: np.random.Generator,
+    ) -> "_Extras":
+        """The lifelong history and the impressions of R requests, the candidates they
+        change, and their share of the click and save logits (see the module docstring)."""
+        c = self.config
+        R, N, C = candidate_category.shape[0], candidate_category.shape[1], c.num_categories
+        candidate_category, candidates = candidate_category.copy(), candidates.copy()
+        engage = np.zeros((R, N))
+        sides: List[_RequestSequence] = []
+        if c.lifelong_len > 0:
+            L = c.lifelong_len
+            dormant = self.user_dormant[users]  # [R, 2]
+            interests = self.user_interests[users]
+            kind = rng.random((R, L))
+            category = np.where(
+                kind < c.dormant_share, np.take_along_axis(dormant, rng.integers(0, 2, (R, L)), axis=1),
+                np.where(kind < c.dormant_share + 0.4, np.take_along_axis(interests, rng.integers(0, 3, (R, L)), axis=1),
+                         rng.integers(0, C, (R, L))))
+            hides = rng.random((R, L)) < 0.05
+            actions = np.where(hides, HIDE, np.where(rng.random((R, L)) < c.save_rate, SAVE, CLICK))
+            items = category + C * rng.integers(0, c.num_items // C, (R, L))
+            oldest = ages.max(axis=1, initial=0.0)
+            life_ages = np.sort(oldest[:, None] + rng.uniform(14 * 86400.0, 365 * 86400.0, (R, L)), axis=1)
+            pick = rng.random((R, N)) < c.dormant_candidates
+            candidate_category = np.where(pick, np.take_along_axis(dormant, rng.integers(0, 2, (R, N)), axis=1),
+                                          candidate_category)
+            positive = actions != HIDE
+            same = category[:, None, :] == candidate_category[:, :, None]  # [R, N, L]
+            engage += 8.0 * (same & positive[:, None, :]).sum(-1) / L
+            sides.append(_RequestSequence(("lifelong_action_type", "lifelong_item_id"), (actions, items), life_ages))
+        if c.impression_len > 0:
+            K = c.impression_len
+            ignored = rng.integers(0, C, (R, 2))
+            shown_category = np.where(rng.random((R, K)) < 0.7,
+                                      np.take_along_axis(ignored, rng.integers(0, 2, (R, K)), axis=1),
+                                      rng.integers(0, C, (R, K)))
+            shown = shown_category + C * rng.integers(0, c.num_items // C, (R, K))
+            shown_ages = np.sort(rng.exponential(3 * 3600.0, (R, K)) + 1.0, axis=1)
+            pick = rng.random((R, N)) < 0.15
+            candidate_category = np.where(pick, np.take_along_axis(ignored, rng.integers(0, 2, (R, N)), axis=1),
+                                          candidate_category)
+            same = shown_category[:, None, :] == candidate_category[:, :, None]
+            engage -= 3.0 * same.sum(-1) / K
+            sides.append(_RequestSequence(("impression_item_id",), (shown,), shown_ages))
+        changed = candidate_category != (candidates % C)
+        candidates = np.where(changed, candidate_category + C * rng.integers(0, c.num_items // C, (R, N)), candidates)
+        return _Extras(candidate_category, candidates, engage, sides)
 
     def generate(self, batch_index: int) -> SyntheticBatch:
         """The batch at ``batch_index`` of the global stream."""
@@ -259,6 +362,10 @@ class SyntheticActionData(IterableDataset):
             rng.integers(0, C, (R, N)),
         )
         candidates = candidate_category + C * rng.integers(0, c.num_items // C, (R, N))
+        extra = _Extras()
+        if c.lifelong_len > 0 or c.impression_len > 0:
+            extra = self._extras(users, ages, candidate_category, candidates, np.random.default_rng([self.seed, stream, batch_index, 7]))
+            candidate_category, candidates = extra.candidate_category, extra.candidates
 
         # Label probabilities.
         tau = 1.0 + 20.0 * (1.0 - c.rabbit_hole)
@@ -277,6 +384,7 @@ class SyntheticActionData(IterableDataset):
             ],
             axis=-1,
         )  # [R, N, 3]
+        logits[..., :2] += np.asarray(extra.engage_logit)[..., None]  # click and save (0 without extras)
         probabilities = 1.0 / (1.0 + np.exp(-logits))
         labels = (rng.random(probabilities.shape) < probabilities).astype(np.float32)
 
@@ -301,6 +409,8 @@ class SyntheticActionData(IterableDataset):
             example_lengths,
             torch.from_numpy(flat_candidates),
         )
+        if extra.sides:
+            sequence = with_side_sequences(sequence, [side.per_candidate(N) for side in extra.sides])
         sparse = categorical_kjt(
             SPARSE_FEATURES,
             torch.from_numpy(np.stack([np.repeat(users, N), flat_candidates, candidate_category.reshape(B)], 1)),

@@ -7,6 +7,7 @@ from typing import Optional
 
 EARLY_FUSION_MODES = ("concat", "append", "none")
 LIFELONG_SELECTIONS = ("nearest", "recent")
+IMPRESSION_ITEM_FEATURE = "impression_item_id"  # the key the package's data sources use
 
 
 @dataclass
