@@ -390,3 +390,33 @@ def test_compiled_request_encoder_scores_the_same() -> None:
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
         assert not compiled.scorer._compiled.failed
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # compiled, not eager
+
+
+def test_int8_item_table_is_within_half_a_step_of_float() -> None:
+    from torchrec_transact.modules.quantized import Int8RowwiseTable
+
+    weight = torch.randn(50, 32) * torch.rand(50, 1) * 3
+    weight[7] = 0.25  # a constant row
+    table = Int8RowwiseTable(weight)
+    assert table.codes.dtype == torch.uint8 and table.nbytes == 50 * (32 + 4)
+    step = table.scale.float()[:, None]
+    assert ((table.dequantize() - weight).abs() <= step * 0.5 + 2e-3 * weight.abs().amax(1, keepdim=True)).all()
+    torch.testing.assert_close(table(torch.tensor([[3, 7], [7, 49]])), table.dequantize()[torch.tensor([[3, 7], [7, 49]])])
+
+
+def test_int8_item_vectors_score_within_tolerance_and_export(tmp_path) -> None:
+    """ServingConfig(int8_items=True): scores within 0.005 of float32 on the test model,
+    and the exported scorer carries the int8 table."""
+    model = small_model("dcn")
+    fp32, int8 = Predictor(model), Predictor(model, ServingConfig(int8_items=True))
+    for n, events in [(20, 40), (3, 5)]:
+        request = _request(fp32, n, events, seed=n)
+        diff = (int8.score(request).probabilities - fp32.score(request).probabilities).abs().max()
+        assert 0 < float(diff) < 0.005, float(diff)
+    rows, dim = model.sequence_encoder.item_table.shape
+    assert int8.scorer.int8_items.nbytes == rows * (dim + 4)  # against rows * dim * 4 bytes
+    path = str(tmp_path / "int8.pt2")
+    int8.export(path)
+    prepared = int8.prepare(_request(int8, 9, 40, seed=9))
+    inputs = int8._host_inputs(prepared, 9, prepared.item_ids.shape[0])
+    torch.testing.assert_close(torch.export.load(path).module()(*inputs), int8.score_prepared(prepared))

@@ -56,6 +56,9 @@ class ServingConfig:
             where a [128 * L, d] activation stays in cache and in the allocator's heap
             (1,000 candidates at once ran about 1.5x slower, on either path), and the
             largest bucket on CUDA. With buckets, at most the largest bucket.
+        int8_items (bool): keep the item vectors as row-wise int8 (TransAct V2's storage;
+            3.6x smaller than float32; the scores move within the tolerance in
+            docs/serving.md).
         compile (bool): run the request encoder through ``torch.compile`` (the eager path
             without CUDA graphs; the first requests of each new shape pay the compilation).
         adaptive_threads (bool): on CPU, set the intra-op threads before each request to
@@ -70,6 +73,7 @@ class ServingConfig:
     candidate_buckets: Tuple[int, ...] = (1, 16, 64, 256, 1024)
     sequence_buckets: Tuple[int, ...] = ()
     max_candidates_per_batch: Optional[int] = None
+    int8_items: bool = False
     compile: bool = False
     adaptive_threads: bool = False
 
@@ -143,7 +147,7 @@ class Predictor:
             ),
         )
         self.scorer: Optional[RequestScorer] = (
-            RequestScorer(self.model, self.config.dedup).eval().to(self.device)
+            RequestScorer(self.model, self.config.dedup, self.config.int8_items).eval().to(self.device)
             if supports_request_scoring(model)
             else None
         )
