@@ -184,3 +184,61 @@ def test_training_with_lifelong_and_impressions(tmp_path) -> None:
     assert_one_line_exit(lambda: main(small + ["--lifelong-select-k", "8"]), 2, "--lifelong-select-k needs")
     assert_one_line_exit(lambda: main(small + ["--data", "criteo", "--data-path", "x", "--synthetic-lifelong", "5"]), 2,
                          "--synthetic-lifelong and --synthetic-impressions apply to --data synthetic only")
+
+
+def test_next_action_loss_targets_masks_and_gradient() -> None:
+    from torchrec_transact.loss import NextActionLoss
+
+    loss_fn = NextActionLoss(positive_tasks=[0, 1])
+    items = torch.eye(4) * 5
+    labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])  # example 2: hide only
+    user = items.clone().requires_grad_()  # each user points at its own next item: a low loss
+    good = loss_fn(user, items, torch.arange(4), labels)
+    bad = loss_fn(items.flip(0), items, torch.arange(4), labels)
+    assert float(good) < 0.01 < float(bad)
+    good.backward()
+    assert user.grad is not None and (user.grad[2] == 0).all()  # not a positive example
+    # Same item or same request: not a negative. Two positives of one request and one
+    # other item: each row keeps one negative at most.
+    logits_ok = loss_fn(torch.randn(3, 4), torch.randn(3, 4), torch.tensor([1, 1, 2]),
+                        torch.ones(3, 3), torch.tensor([0, 1, 1]))
+    assert torch.isfinite(logits_ok)
+    # No row with a negative (one positive, or all of one request): zero, on the graph.
+    alone = torch.randn(2, 4, requires_grad=True)
+    assert float(loss_fn(alone, torch.randn(2, 4), torch.tensor([1, 2]), torch.ones(2, 3), torch.tensor([5, 5]))) == 0.0
+
+
+def test_training_logs_the_next_action_loss(tmp_path) -> None:
+    """--next-action-loss adds the candidate-free head and logs the term; it falls."""
+    import json
+    import os
+
+    from torchrec_transact.train import main
+
+    small = ["--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
+             "--eval-batches", "2", "--log-interval", "10", "--eval-interval", "0", "--steps", "40"]
+    main(small + ["--next-action-loss", "0.2", "--output-dir", str(tmp_path / "nal")])
+    with open(os.path.join(tmp_path / "nal", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if '"train"' in line]
+    terms = [r["next_action_loss"] for r in rows]
+    assert len(terms) == 4 and terms[-1] < terms[0]
+
+
+def test_next_action_user_vector_never_sees_the_candidate() -> None:
+    torch.manual_seed(0)
+    transact = TransAct(_config(next_action=True)).train()
+    features = _features([3, 0, 5], [0, 0, 0], None)
+    transact(features)
+    user, items = transact.transformer.next_action_inputs()
+    assert transact.transformer.next_action_inputs() is None  # read once
+    values = features.values().clone()
+    values[16:19] = (values[16:19] + 1) % NUM_ITEMS  # other candidates
+    other = KeyedJaggedTensor.from_lengths_sync(keys=features.keys(), values=values, lengths=features.lengths(),
+                                                weights=features.weights())
+    transact(other)
+    user_other, items_other = transact.transformer.next_action_inputs()
+    assert_close(user_other, user)
+    assert not torch.allclose(items_other, items)
+    transact.eval()
+    transact(features)
+    assert transact.transformer.next_action_inputs() is None  # evaluation leaves nothing

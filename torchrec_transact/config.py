@@ -82,6 +82,10 @@ class ModelConfig:
     )
     lifelong_max_len: int = option(10_000, "TransAct V2: most recent lifelong actions eligible for selection")
     impressions: bool = option(False, "TransAct V2: add the impression sequence (items shown, not engaged with)")
+    next_action_loss: float = option(
+        0.0, "TransAct V2: weight of the Next Action Loss (the next positive item from the realtime sequence, "
+        "in-batch negatives; 0: off)"
+    )
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -107,6 +111,13 @@ class ModelConfig:
                 raise ConfigError(f"{_flag(f.name)} {value!r}: expected one of {choices}")
         if self.embedding_dim <= 0:
             raise ConfigError(f"--embedding-dim {self.embedding_dim}: must be > 0")
+        if self.next_action_loss < 0:
+            raise ConfigError(f"--next-action-loss {self.next_action_loss}: must be >= 0")
+        if self.next_action_loss > 0 and self.encoder in ("avg_pool", "cnn", "rnn", "lstm"):
+            raise ConfigError(
+                f"--next-action-loss needs a transformer encoder (transact, vanilla_transformer, bst, bst_action), "
+                f"not --encoder {self.encoder}"
+            )
         if self.dcn_low_rank_dim is not None and self.dcn_low_rank_dim <= 0:
             raise ConfigError(f"--dcn-low-rank-dim {self.dcn_low_rank_dim}: must be > 0")
         try:  # the sequence encoder's own checks, on placeholder vocabularies
@@ -133,6 +144,7 @@ class ModelConfig:
             lifelong_selection=self.lifelong_selection,
             lifelong_max_len=self.lifelong_max_len,
             impression_item_feature=IMPRESSION_ITEM_FEATURE if self.impressions else None,
+            next_action=self.next_action_loss > 0,
         )
 
     def model_fields(self) -> Dict[str, Any]:

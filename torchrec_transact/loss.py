@@ -100,3 +100,70 @@ class WeightedMultiTaskLoss(nn.Module):
             head_weights = head_weights * weights.unsqueeze(1)
         bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         return (head_weights * bce).mean()
+
+
+class NextActionLoss(nn.Module):
+    """TransAct V2's Next Action Loss: from a user's realtime sequence (encoded without the
+    candidate), predict the item of the user's next positive action, against the other
+    positive examples' items of the batch (in-batch sampled softmax).
+
+    For the P examples with a positive label, ``logits = user @ items.T`` is [P, P]; row p's
+    target is its own candidate. A column with the same item as the row's target, or from
+    the same request (the same user's other engagements, not negatives), is left out of
+    that row. The loss is the mean cross-entropy over rows that keep at least one
+    negative; 0 (on the graph) when none does.
+
+    Args:
+        positive_tasks (Sequence[int]): the label columns whose 1 is a positive action
+            (click, save; not hide).
+
+    Example::
+
+        loss_fn = NextActionLoss(positive_tasks=[0])
+        loss = loss_fn(
+            user=torch.randn(4, 8), items=torch.randn(4, 8), item_ids=torch.tensor([5, 6, 7, 5]),
+            labels=torch.tensor([[1.0], [1.0], [0.0], [1.0]]), request_ids=torch.tensor([0, 1, 1, 2]),
+        )
+    """
+
+    def __init__(self, positive_tasks: Sequence[int]) -> None:
+        super().__init__()
+        self.positive_tasks = list(positive_tasks)
+
+    def forward(
+        self,
+        user: torch.Tensor,
+        items: torch.Tensor,
+        item_ids: torch.Tensor,
+        labels: torch.Tensor,
+        request_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            user (torch.Tensor): [B, d], each example's user vector.
+            items (torch.Tensor): [B, d], each example's candidate item vector.
+            item_ids (torch.Tensor): int [B], the candidates' ids.
+            labels (torch.Tensor): [B, T].
+            request_ids (Optional[torch.Tensor]): int [B]; None: every example its own.
+
+        Returns:
+            torch.Tensor: scalar.
+        """
+        positive = (labels[:, self.positive_tasks] > 0).any(dim=1).nonzero().squeeze(1)
+        zero = (user.sum() + items.sum()) * 0.0
+        if positive.numel() < 2:
+            return zero
+        logits = user[positive].float() @ items[positive].float().t()
+        ids = item_ids[positive]
+        excluded = ids[:, None] == ids[None, :]
+        if request_ids is not None:
+            requests = request_ids[positive]
+            excluded |= requests[:, None] == requests[None, :]
+        diagonal = torch.eye(positive.numel(), dtype=torch.bool, device=logits.device)
+        excluded &= ~diagonal
+        rows = (~excluded & ~diagonal).any(dim=1)  # rows with at least one negative
+        if not bool(rows.any()):
+            return zero
+        logits = logits.masked_fill(excluded, float("-inf"))
+        targets = torch.arange(positive.numel(), device=logits.device)
+        return F.cross_entropy(logits[rows], targets[rows])

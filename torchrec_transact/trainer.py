@@ -31,8 +31,9 @@ from torchrec_transact.checkpoint import latest_checkpoint, load_checkpoint, sav
 from torchrec_transact.config import ConfigError, CPU_EMBEDDING_OPTIMIZERS, TrainConfig
 from torchrec_transact.data.batch import TransActBatch
 from torchrec_transact.data.registry import DataOptions, DataSpec, open_data
+from torchrec_transact.data.tasks import higher_is_better
 from torchrec_transact.distributed import init_distributed
-from torchrec_transact.loss import WeightedMultiTaskLoss
+from torchrec_transact.loss import NextActionLoss, WeightedMultiTaskLoss
 from torchrec_transact.metrics import evaluate
 from torchrec_transact.models.factory import (
     build_model,
@@ -149,7 +150,12 @@ def fit(
     columns = None if tasks == spec.tasks else [spec.tasks.index(t) for t in tasks]
     name = config.encoder
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    model = TransActTrain(build_model(spec, config, tasks), loss=task_loss(config, tasks))
+    model = TransActTrain(
+        build_model(spec, config, tasks), loss=task_loss(config, tasks),
+        next_action_loss=NextActionLoss([i for i, t in enumerate(tasks) if higher_is_better(t)])
+        if config.next_action_loss > 0 else None,
+        next_action_weight=config.next_action_loss,
+    )
     item_table = model.model.sequence_encoder.item_table  # None: no sequence, no items
     item_key = next((n for n, p in model.named_parameters() if p is item_table), None)
     dmp = shard_model(model, device, fused_params(config, device))
@@ -237,6 +243,7 @@ def fit(
     threads = ThreadBudget() if config.adaptive_threads and device.type == "cpu" else None
     progress = tqdm(total=config.steps, initial=start, disable=rank != 0 or not verbose, desc=name, mininterval=2.0)
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+    window_terms: Dict[str, float] = {}  # other loss terms (the Next Action Loss)
     step = start
     try:
         for step in range(start + 1, config.steps + 1):
@@ -254,13 +261,17 @@ def fit(
             if decay_tables is not None:
                 decay_tables()
             window_loss += float(loss.detach())
+            for term, value in dmp.module.last_terms.items():
+                window_terms[term] = window_terms.get(term, 0.0) + float(value)
             window_steps += 1
             progress.update(1)
             if step % config.log_interval == 0 or step == config.steps:
                 rate = window_steps * config.batch_size * world / max(time.perf_counter() - window_start, 1e-9)
                 progress.set_postfix(loss=f"{window_loss / window_steps:.4f}", ex_s=f"{rate:,.0f}")
-                log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate})
+                log.write(step, "train", {"loss": window_loss / window_steps, "examples_per_s": rate,
+                                          **{k: v / window_steps for k, v in window_terms.items()}})
                 window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+                window_terms = {}
             if config.checkpoint_interval and step % config.checkpoint_interval == 0:
                 checkpoint(step)
             if config.eval_interval and step % config.eval_interval == 0 and step != config.steps:

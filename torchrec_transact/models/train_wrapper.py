@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """The training wrapper torchrec's train pipelines drive."""
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from torchrec_transact.data.batch import TransActBatch
-from torchrec_transact.loss import WeightedMultiTaskLoss
+from torchrec_transact.loss import NextActionLoss, WeightedMultiTaskLoss
 
 
 class TransActTrain(nn.Module):
@@ -18,6 +18,10 @@ class TransActTrain(nn.Module):
             ``model(dense, sparse, sequence) -> [B, T]``).
         loss (Optional[nn.Module]): called as ``loss(logits, labels, weights)``; default
             the plain mean BCE (identity label-weight matrix).
+        next_action_loss (Optional[NextActionLoss]): TransAct V2's Next Action Loss, added
+            with ``next_action_weight``; needs a sequence encoder built with
+            ``next_action=True``. Its value of the last step is in ``last_terms``.
+        next_action_weight (float): its weight in the total loss.
 
     Example::
 
@@ -44,11 +48,20 @@ class TransActTrain(nn.Module):
         loss, (loss_value, logits, labels) = train(batch)
     """
 
-    def __init__(self, model: nn.Module, loss: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Optional[nn.Module] = None,
+        next_action_loss: Optional[NextActionLoss] = None,
+        next_action_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         self.model = model
         num_tasks = len(model.tasks)
         self.loss_fn = loss if loss is not None else WeightedMultiTaskLoss(torch.eye(num_tasks))
+        self.next_action_loss = next_action_loss
+        self.next_action_weight = next_action_weight
+        self.last_terms: Dict[str, torch.Tensor] = {}  # detached loss terms of the last step
 
     def forward(
         self, batch: TransActBatch
@@ -57,4 +70,13 @@ class TransActTrain(nn.Module):
             batch.dense_features, batch.sparse_features, batch.sequence_features
         )
         loss = self.loss_fn(logits.float(), batch.labels, batch.weights)
+        if self.next_action_loss is not None and self.training:
+            transformer = self.model.sequence_encoder.transformer
+            inputs = transformer.next_action_inputs() if transformer is not None else None
+            if inputs is not None:
+                user, items = inputs
+                candidates = batch.sequence_features[self.model.sequence_encoder.config.candidate_feature].values()
+                term = self.next_action_loss(user, items, candidates, batch.labels, batch.request_ids)
+                self.last_terms = {"next_action_loss": term.detach()}
+                loss = loss + self.next_action_weight * term
         return loss, (loss.detach(), logits.detach(), batch.labels.detach())

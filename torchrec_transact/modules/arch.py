@@ -72,6 +72,10 @@ class TransActSequenceArch(nn.Module):
         self.sequence_type_embedding: Optional[nn.Embedding] = (
             nn.Embedding(3, config.action_embedding_dim, device=device) if config.side_sequences else None
         )
+        # TransAct V2's Next Action Loss: the candidate-free encoding -> an item vector.
+        self.next_action_head: Optional[nn.Linear] = (
+            nn.Linear(config.output_dim, config.item_embedding_dim, device=device) if config.next_action else None
+        )
         self.reset_parameters()
         num_positions = (
             config.max_seq_len
@@ -99,6 +103,8 @@ class TransActSequenceArch(nn.Module):
 
     # compile_encoder(); a class default, so modules pickled before it existed load too.
     _compiled: Optional[CompiledOrEager] = None
+    # The Next Action Loss's inputs from the last training forward (next_action_inputs()).
+    _next_action_inputs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     def __getstate__(self) -> Dict[str, Any]:
         # The compiled function does not pickle: keep whether there was one and compile
@@ -106,6 +112,7 @@ class TransActSequenceArch(nn.Module):
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["_compiled"] = None
         state["_compile_on_load"] = self._compiled is not None
+        state["_next_action_inputs"] = None  # tensors of the last step's graph
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -187,6 +194,11 @@ class TransActSequenceArch(nn.Module):
         kept = kept_actions(lengths, ages, config.max_seq_len, config.time_window_s, self.training)
         batch_size = kept.lengths.numel()
         dtype = self._token_dtype(item_embeddings.device.type)
+        if self.next_action_head is not None and self.training:
+            self._next_action_inputs = (
+                self.next_action_head(self._candidate_free(kept, action_types, item_embeddings, dtype)),
+                candidate_embeddings,
+            )
         if lifelong is None and impressions is None:
             example, position, kept_lengths = kept.example, kept.position, kept.lengths
             # Gathered in the encoder's precision and written once by a single cat.
@@ -211,6 +223,31 @@ class TransActSequenceArch(nn.Module):
         if self.positional_embedding is not None:
             tokens = tokens + self.positional_embedding(position)
         return self._encode(tokens, example, position, kept_lengths)
+
+    def next_action_inputs(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """What the last training forward left for the Next Action Loss, then forgets it:
+        each example's user vector (the realtime sequence encoded without the candidate,
+        projected to the item width) and its candidate's item vector, both [B, item_dim];
+        None when ``config.next_action`` is off or nothing was left."""
+        inputs, self._next_action_inputs = self._next_action_inputs, None
+        return inputs
+
+    def _candidate_free(
+        self, kept: KeptActions, action_types: torch.Tensor, item_embeddings: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """The compressed encoding of the kept realtime actions with the candidate left out
+        (its part of each token zero; no candidate token): what the user did, not what is
+        asked about, so the next item cannot be read off the input."""
+        pieces = [item_embeddings[kept.index].to(dtype)]
+        if self.action_embedding is not None:
+            pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+        if self.config.early_fusion == "concat":
+            pieces.append(pieces[-1].new_zeros(kept.index.numel(), self.config.item_embedding_dim))
+        tokens = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+        position = kept.position
+        if self.positional_embedding is not None:
+            tokens = tokens + self.positional_embedding(position + int(self.candidate_action is not None))
+        return self._encode(tokens, kept.example, position, kept.lengths)
 
     def _joined_sequences(
         self,

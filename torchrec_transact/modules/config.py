@@ -58,6 +58,9 @@ class TransActConfig:
         impression_item_feature (Optional[str]): KJT key of the impression sequence (items
             shown and not engaged with; weights are ages); None (default): none.
         impression_max_len (int): most recent non-leakage impressions kept.
+        next_action (bool): add the head of TransAct V2's Next Action Loss: in training,
+            the realtime sequence is also encoded without the candidate and projected to
+            an item vector (:meth:`TransActSequenceArch.next_action_inputs`).
     """
 
     num_action_types: int
@@ -86,6 +89,7 @@ class TransActConfig:
     lifelong_selection: str = "nearest"
     impression_item_feature: Optional[str] = None
     impression_max_len: int = 100
+    next_action: bool = False
 
     def __post_init__(self) -> None:
         if self.early_fusion not in EARLY_FUSION_MODES:
