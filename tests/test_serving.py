@@ -420,3 +420,39 @@ def test_int8_item_vectors_score_within_tolerance_and_export(tmp_path) -> None:
     prepared = int8.prepare(_request(int8, 9, 40, seed=9))
     inputs = int8._host_inputs(prepared, 9, prepared.item_ids.shape[0])
     torch.testing.assert_close(torch.export.load(path).module()(*inputs), int8.score_prepared(prepared))
+
+
+@pytest.mark.parametrize("impressions", [False, True])
+def test_lifelong_serving_equals_the_model_forward(impressions: bool) -> None:
+    """TransAct V2 served per request (the lifelong sequence looked up once, the nearest
+    actions selected per candidate) equals the model's forward on the repeated batch;
+    leaked, unknown and future events are dropped and counted."""
+    from torchrec_transact.data.features import UserEvents
+
+    overrides = dict(lifelong_select_k=4, lifelong_max_len=30)
+    if impressions:
+        overrides["impression_item_feature"] = "impression_item_id"
+    model = small_model("dcn", **overrides)
+    predictor = Predictor(model)
+    rng = np.random.default_rng(0)
+    request = _request(predictor, 12, 20)
+    t = float(request.request_time)
+    num_items = predictor.sequence_config.num_items
+    stamps = t - rng.uniform(1e5, 1e7, 60)
+    stamps[:3] = t + 10.0  # after the request: leakage
+    items = rng.integers(0, num_items, 60)
+    items[5] = num_items + 3  # unknown
+    request.lifelong = UserEvents(stamps, rng.integers(0, 3, 60), items)
+    if impressions:
+        request.impressions = UserEvents(t - rng.uniform(1, 1e4, 7), np.zeros(7, dtype=np.int64),
+                                         rng.integers(0, num_items, 7))
+    served, naive = predictor.score(request), predictor.score_naive(request)
+    torch.testing.assert_close(served.probabilities, naive.probabilities, rtol=1e-4, atol=1e-5)
+    assert_spread(served.probabilities)
+    assert served.dropped_events == naive.dropped_events >= 4
+    prepared = predictor.prepare(request)
+    assert prepared.lifelong_item_ids.shape[0] == 30  # the 30 most recent eligible
+    realtime_only = Predictor(small_model("dcn")).score(request).probabilities
+    assert not torch.allclose(served.probabilities, realtime_only)
+    with pytest.raises(ValueError, match="not built yet"):
+        predictor.export("unused.pt2")

@@ -209,9 +209,76 @@ class RequestTransAct(nn.Module):
         )
         return self._zero_empty(out.float(), has_actions)
 
+    def with_side_sequences(
+        self,
+        action_types: torch.Tensor,
+        item_embeddings: torch.Tensor,
+        candidate_embeddings: torch.Tensor,
+        lifelong_action_types: Optional[torch.Tensor],
+        lifelong_item_embeddings: Optional[torch.Tensor],
+        impression_item_embeddings: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """TransAct V2 for one request: each candidate's tokens are the user's realtime
+        actions, the ``lifelong_select_k`` lifelong actions nearest to that candidate and
+        the impressions, as the arch joins them (concat fusion). The lifelong sequence is
+        looked up once per request; the selection is one [N, Ll] product and one ``topk``
+        for all candidates, ties to the more recent, as in
+        :func:`~torchrec_transact.modules.lifelong.select_lifelong` (similarities within
+        float rounding of each other may be ordered differently there).
+
+        Args:
+            action_types (torch.Tensor): int64 [L], most recent first (all real).
+            item_embeddings (torch.Tensor): [L, item_dim].
+            candidate_embeddings (torch.Tensor): [N, item_dim].
+            lifelong_action_types (Optional[torch.Tensor]): int64 [Ll], eligible actions
+                only (leakage out, at most ``lifelong_max_len``), most recent first.
+            lifelong_item_embeddings (Optional[torch.Tensor]): [Ll, item_dim].
+            impression_item_embeddings (Optional[torch.Tensor]): [Li, item_dim].
+
+        Returns:
+            torch.Tensor: float [N, output_dim].
+        """
+        arch, config = self.arch, self.arch.config
+        if config.early_fusion != "concat":
+            raise ValueError("serving lifelong and impression sequences is built for concat fusion")
+        assert arch.action_embedding is not None and arch.sequence_type_embedding is not None
+        types = arch.sequence_type_embedding.weight
+        n = candidate_embeddings.shape[0]
+        parts = [torch.cat([arch.action_embedding(action_types) + types[0], item_embeddings], -1)
+                 .unsqueeze(0).expand(n, -1, -1)]
+        if lifelong_item_embeddings is not None and lifelong_item_embeddings.shape[0] > 0:
+            assert lifelong_action_types is not None
+            chosen = _nearest_recent_first(candidate_embeddings, lifelong_item_embeddings, config.lifelong_select_k)
+            actions = arch.action_embedding(lifelong_action_types)[chosen] + types[1]
+            parts.append(torch.cat([actions, lifelong_item_embeddings[chosen]], -1))
+        if impression_item_embeddings is not None and impression_item_embeddings.shape[0] > 0:
+            shown = torch.cat([types[2].expand(impression_item_embeddings.shape[0], -1), impression_item_embeddings], -1)
+            parts.append(shown.unsqueeze(0).expand(n, -1, -1))
+        tokens = torch.cat(parts, dim=1)  # [N, T, action + item]
+        if tokens.shape[1] == 0:
+            return candidate_embeddings.new_zeros(n, config.output_dim, dtype=torch.float32)
+        tokens = torch.cat([tokens, candidate_embeddings.unsqueeze(1).expand(-1, tokens.shape[1], -1)], -1)
+        if arch.positional_embedding is not None:
+            tokens = tokens + arch.positional_embedding(torch.arange(tokens.shape[1], device=tokens.device))
+        tokens = tokens.to(arch._token_dtype(tokens.device.type))
+        return arch._compress(arch.encoder(tokens, None, arch._shared_width), None).float()
+
     @staticmethod
     def _zero_empty(out: torch.Tensor, has_actions: Optional[torch.Tensor]) -> torch.Tensor:
         """A request with no action gets zeros (its max pool holds -inf)."""
         if has_actions is None:
             return out
         return torch.where(has_actions, out, torch.zeros_like(out))
+
+
+def _nearest_recent_first(candidates: torch.Tensor, items: torch.Tensor, k: int) -> torch.Tensor:
+    """int64 [N, min(k, Ll)]: per candidate, the positions of the ``k`` items with the
+    highest dot product, ties to the lower position (the more recent), in position order."""
+    similarity = candidates.float() @ items.float().t()  # [N, Ll]
+    kept = min(k, items.shape[0])
+    kth = similarity.topk(kept, dim=1).values[:, -1:]
+    above = similarity > kth
+    tied = similarity == kth
+    places = kept - above.sum(1, keepdim=True)
+    chosen = above | (tied & (torch.cumsum(tied.long(), 1) - tied.long() < places))
+    return chosen.nonzero()[:, 1].view(candidates.shape[0], kept)

@@ -19,7 +19,9 @@ import torch
 
 from torchrec_transact.data.action_logs import dense_features, DENSE_FEATURES
 from torchrec_transact.data.features import RequestFeatureProcessor
-from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
+from torchrec_transact.data.kjt import (
+    categorical_kjt, repeat_per_candidate, sequence_kjt, SideSequenceValues, with_side_sequences,
+)
 from torchrec_transact.models.factory import load_trained_model
 from torchrec_transact.models.protocol import RankingModel
 from torchrec_transact.serving.cuda_graphs import CapturedBucket
@@ -120,10 +122,11 @@ class Predictor:
         self, model: RankingModel, config: Optional[ServingConfig] = None, vocabulary: Optional[Dict[str, Any]] = None
     ) -> None:
         self.config = config or ServingConfig()
-        if model.sequence_encoder.config.side_sequences:
+        self.side_sequences: bool = model.sequence_encoder.config.side_sequences  # TransAct V2
+        if self.side_sequences and (self.config.pad_to_buckets or torch.device(self.config.device).type == "cuda"):
             raise ValueError(
-                "serving a model with lifelong or impression sequences (TransAct V2) is not "
-                "built yet: requests carry the realtime events only"
+                "a model with lifelong or impression sequences (TransAct V2) is served on the CPU "
+                "without bucket padding for now (pad_to_buckets and CUDA graphs are not built for it)"
             )
         self.raw_ids: Optional[RawIdTranslator] = (
             RawIdTranslator(vocabulary["features"], vocabulary["actions"], vocabulary.get("min_id_count", 1) > 1)
@@ -281,6 +284,8 @@ class Predictor:
                 chunk.candidate_ids,
                 keys=self.processor.keys,
             )
+            if self.side_sequences:
+                sequence = with_side_sequences(sequence, self._side_values(chunk))
             sparse = categorical_kjt(self.sparse_feature_names, chunk.sparse_ids)
             with torch.inference_mode(), self._autocast():
                 logits = self.model(
@@ -288,6 +293,23 @@ class Predictor:
                 )
             outputs.append(torch.sigmoid(logits.float()).cpu())
         return torch.cat(outputs)
+
+    def _side_values(self, chunk: PreparedRequest) -> List[SideSequenceValues]:
+        """The lifelong and impression sequences repeated once per candidate (the naive
+        batch's extra KJT keys; ages are not needed once leakage is out: zeros)."""
+        config, n = self.sequence_config, chunk.num_candidates
+        sides = []
+        for keys, values in (
+            ((config.lifelong_action_feature, config.lifelong_item_feature),
+             (chunk.lifelong_action_types, chunk.lifelong_item_ids)),
+            ((config.impression_item_feature,), (chunk.impression_item_ids,)),
+        ):
+            if values[-1] is None:
+                continue
+            length = values[-1].shape[0]
+            sides.append(SideSequenceValues(
+                tuple(keys), tuple(v.repeat(n) for v in values), torch.zeros(n * length), torch.full((n,), length)))
+        return sides
 
     def score_prepared(self, prepared: PreparedRequest) -> torch.Tensor:
         """The scorer on a prepared request; float [N, T] on the serving device."""
@@ -305,6 +327,8 @@ class Predictor:
         inputs = self._host_inputs(prepared, prepared.num_candidates, max(length, 1))
         if length > 0:  # every position is real: no mask to apply
             inputs[-1] = None
+        if self.side_sequences:
+            inputs += [prepared.lifelong_action_types, prepared.lifelong_item_ids, prepared.impression_item_ids]
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
         with torch.inference_mode(), self._autocast():
@@ -357,6 +381,8 @@ class Predictor:
         """
         if self.scorer is None:
             raise ValueError(f"no request scorer for {type(self.model.sequence_encoder).__name__}")
+        if self.side_sequences:
+            raise ValueError("export of a model with lifelong or impression sequences (TransAct V2) is not built yet")
         max_seq_len = self.sequence_config.max_seq_len
         example = self.prepare(self.random_request(4, max_seq_len + 1))
         export_scorer(self.scorer, self._host_inputs(example, 4, max_seq_len), path)

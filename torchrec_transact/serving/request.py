@@ -25,7 +25,7 @@ candidate), as every data source of this package does; pooling one id is the loo
 """
 
 from dataclasses import dataclass, field
-from typing import List, Mapping, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,10 @@ class ScoringRequest:
             request features, the precomputed user embedding last for DCN).
         sparse (Mapping[str, Union[int, ArrayLike]]): per categorical feature, one id
             per candidate ([N]) or one id for the request.
+        lifelong (Optional[UserEvents]): TransAct V2's lifelong history, any order (a
+            model with ``lifelong_select_k`` > 0; None: empty).
+        impressions (Optional[UserEvents]): items shown and not engaged with (a model
+            with an impression sequence; action types are ignored; None: empty).
     """
 
     events: UserEvents
@@ -67,6 +71,8 @@ class ScoringRequest:
     candidate_ids: ArrayLike
     dense: ArrayLike
     sparse: Mapping[str, Union[int, ArrayLike]] = field(default_factory=dict)
+    lifelong: Optional[UserEvents] = None
+    impressions: Optional[UserEvents] = None
 
 
 @dataclass
@@ -108,6 +114,10 @@ class PreparedRequest:
     ages_s: torch.Tensor  # float32 [L]
     dropped_events: int
     repaired_dense: int
+    # TransAct V2, most recent first, leakage and unknown ids removed, truncated:
+    lifelong_action_types: Optional[torch.Tensor] = None  # int64 [Ll]
+    lifelong_item_ids: Optional[torch.Tensor] = None  # int64 [Ll]
+    impression_item_ids: Optional[torch.Tensor] = None  # int64 [Li]
 
     @property
     def num_candidates(self) -> int:
@@ -124,6 +134,9 @@ class PreparedRequest:
             self.ages_s,
             self.dropped_events,
             self.repaired_dense,
+            self.lifelong_action_types,
+            self.lifelong_item_ids,
+            self.impression_item_ids,
         )
 
 
@@ -217,6 +230,16 @@ class RequestSchema:
         # than the window; neither is counted.)
         future = int((usable.timestamps >= request.request_time).sum())
         dropped = int(events.timestamps.size - known.sum()) + future
+        config = self.sequence_config
+        lifelong_actions = lifelong_items = impression_items = None
+        if config.lifelong_select_k > 0:
+            lifelong_actions, lifelong_items, lost = self._side_events(
+                request.lifelong, float(request.request_time), config.lifelong_max_len, True)
+            dropped += lost
+        if config.impression_item_feature is not None:
+            _, impression_items, lost = self._side_events(
+                request.impressions, float(request.request_time), config.impression_max_len, False)
+            dropped += lost
         return PreparedRequest(
             dense=torch.from_numpy(np.array(dense, dtype=np.float32)),  # a writable copy
             sparse_ids=torch.from_numpy(sparse),
@@ -226,7 +249,32 @@ class RequestSchema:
             ages_s=torch.from_numpy(np.ascontiguousarray(ages)),
             dropped_events=dropped,
             repaired_dense=repaired,
+            lifelong_action_types=lifelong_actions,
+            lifelong_item_ids=lifelong_items,
+            impression_item_ids=impression_items,
         )
+
+    def _side_events(
+        self, events: Optional[UserEvents], request_time: float, max_len: int, with_actions: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor, int]:
+        """A lifelong or impression sequence as the model sees it: known ids, before the
+        request, the ``max_len`` most recent, most recent first; and how many were dropped
+        (unknown, non-finite time, at or after the request)."""
+        if events is None:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, 0
+        config = self.sequence_config
+        usable = (
+            np.isfinite(events.timestamps) & (events.timestamps < request_time)
+            & (events.item_ids >= 0) & (events.item_ids < config.num_items)
+        )
+        if with_actions:
+            usable &= (events.action_types >= 0) & (events.action_types < config.num_action_types)
+        index = np.flatnonzero(usable)
+        index = index[np.argsort(-events.timestamps[index], kind="stable")][:max_len]
+        actions = torch.from_numpy(np.ascontiguousarray(events.action_types[index]))
+        items = torch.from_numpy(np.ascontiguousarray(events.item_ids[index]))
+        return actions, items, int(events.timestamps.size - usable.sum())
 
     def _categorical(self, request: ScoringRequest, name: str, candidates: np.ndarray) -> np.ndarray:
         """int64 [n], the ids of one categorical feature, checked against its table."""

@@ -190,6 +190,9 @@ class RequestScorer(nn.Module):
         action_types: torch.Tensor,
         item_ids: torch.Tensor,
         length: Optional[torch.Tensor] = None,
+        lifelong_action_types: Optional[torch.Tensor] = None,
+        lifelong_item_ids: Optional[torch.Tensor] = None,
+        impression_item_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -199,6 +202,10 @@ class RequestScorer(nn.Module):
             action_types (torch.Tensor): int64 [L], most recent first.
             item_ids (torch.Tensor): int64 [L].
             length (Optional[torch.Tensor]): int64 [], real actions; None: all L.
+            lifelong_action_types (Optional[torch.Tensor]): int64 [Ll], TransAct V2's
+                lifelong history, most recent first, leakage removed (a V2 model).
+            lifelong_item_ids (Optional[torch.Tensor]): int64 [Ll].
+            impression_item_ids (Optional[torch.Tensor]): int64 [Li], most recent first.
 
         Returns:
             torch.Tensor: float [N, T], per-task probabilities.
@@ -207,11 +214,21 @@ class RequestScorer(nn.Module):
         if self.request_encoder is None:
             sequence = dense.new_zeros(num_candidates, 0)
         else:
-            # One lookup for the sequence and the candidates, each item once.
-            ids = torch.cat([item_ids, candidate_ids])
+            # One lookup for the sequences and the candidates, each user item once.
+            extra = [t for t in (lifelong_item_ids, impression_item_ids) if t is not None]
+            ids = torch.cat([item_ids, candidate_ids, *extra])
             items = (self.int8_items(ids) if self.int8_items is not None
                      else F.embedding(ids, self.model.sequence_encoder.item_table))
-            sequence_items, candidates = items.split([item_ids.shape[0], num_candidates])
+            sequence_items, candidates, *extra_items = items.split(
+                [item_ids.shape[0], num_candidates, *(t.shape[0] for t in extra)])
+            if extra:
+                sides = iter(extra_items)
+                lifelong_items = next(sides) if lifelong_item_ids is not None else None
+                impression_items = next(sides) if impression_item_ids is not None else None
+                sequence = self.request_encoder.with_side_sequences(
+                    action_types, sequence_items, candidates, lifelong_action_types, lifelong_items, impression_items)
+                logits = self.model.logits_from_embeddings(dense, self.sparse_lookup(sparse_ids), sequence)
+                return torch.sigmoid(logits.float())
             if self._compiled is not None:
                 sequence = self._compiled(self.request_encoder, action_types, sequence_items, candidates, length)
             else:
