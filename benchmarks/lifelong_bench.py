@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""TransAct V2's lifelong sequence: the cost of a training step and its peak memory.
+"""TransAct V2's lifelong sequence: the cost of a training step and its peak memory, and
+of serving a request.
 
 The TransAct module alone (as ``transact_bench.py``), 100 realtime actions per example,
 realtime only against + a lifelong sequence of ``--lifelong`` actions (10^4 by default) of
@@ -7,7 +8,9 @@ which the 32 nearest the candidate are selected, at batch 64 and 512. A training
 the forward and backward of the module (item lookup, selection, encoder). Each case runs in
 its own process: the peak is the rise of the process's peak resident memory during one
 step (VmHWM, reset before it); the time is the median of ``--repeats`` steps after one
-warm-up. Prints one JSON object.
+warm-up. Serving: ``Predictor.score`` p50 for 1 user x 1,000 candidates of the default
+TransAct-DCN, realtime only (with dedup) against + the lifelong sequence, interleaved, in
+fp32 and bf16. Prints one JSON object.
 
     python benchmarks/lifelong_bench.py               # batch 64 and 512, 10^4 lifelong actions
     python benchmarks/lifelong_bench.py --quick       # batch 16, 1,000 lifelong actions
@@ -78,6 +81,44 @@ def case(batch_size: int, lifelong: int, repeats: int) -> Dict[str, float]:
     return {"train_step_ms": 1e3 * statistics.median(times), "train_peak_mb": peak_mb}
 
 
+def serving(lifelong: int, candidates: int, samples: int) -> Dict[str, object]:
+    """p50 of ``Predictor.score`` for 1 user x ``candidates``, realtime only (dedup) against
+    + ``lifelong`` lifelong events (32 selected per candidate), fp32 and bf16, interleaved."""
+    import numpy as np
+
+    from torchrec_transact.config import TrainConfig
+    from torchrec_transact.data.features import UserEvents
+    from torchrec_transact.models.factory import build_model
+    from torchrec_transact.serving import Predictor, ServingConfig
+    from torchrec_transact.trainer import open_run_data
+
+    result: Dict[str, object] = {"candidates": candidates, "lifelong_events": lifelong}
+    configs = {"realtime_only": TrainConfig(),
+               "lifelong": TrainConfig(synthetic_lifelong=1, lifelong_select_k=32, lifelong_max_len=lifelong)}
+    for precision in ("fp32", "bf16"):
+        predictors = {}
+        for name, config in configs.items():
+            spec = open_run_data(config).model_spec()
+            torch.manual_seed(0)
+            model = build_model(spec, config, spec.tasks)
+            predictors[name] = Predictor(model, ServingConfig(bfloat16=precision == "bf16"))
+        request = predictors["lifelong"].random_request(candidates, 150, seed=0)
+        rng = np.random.default_rng(0)
+        request.lifelong = UserEvents(float(request.request_time) - rng.uniform(1e6, 3e7, lifelong),
+                                      rng.integers(0, 3, lifelong), rng.integers(0, 20_000, lifelong))
+        times: Dict[str, List[float]] = {name: [] for name in predictors}
+        for predictor in predictors.values():
+            predictor.score(request)
+        for _ in range(samples):
+            for name, predictor in predictors.items():
+                start = time.perf_counter()
+                predictor.score(request)
+                times[name].append(time.perf_counter() - start)
+        p50 = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+        result[precision] = {"p50_ms": p50, "ratio": p50["lifelong"] / p50["realtime_only"]}
+    return result
+
+
 def run(batch_sizes: List[int], lifelong: int, repeats: int) -> Dict[str, object]:
     result: Dict[str, object] = {
         "benchmark": "lifelong_training_step",
@@ -106,9 +147,12 @@ def main() -> None:
         print(json.dumps(case(*args.child)))
         return
     if args.quick:
-        print(json.dumps(run([16], 1_000, 2), indent=2))
+        result = run([16], 1_000, 2)
+        result["serving"] = serving(1_000, 50, 3)
     else:
-        print(json.dumps(run([64, 512], args.lifelong, args.repeats), indent=2))
+        result = run([64, 512], args.lifelong, args.repeats)
+        result["serving"] = serving(args.lifelong, 1_000, 15)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ With ``early_fusion="none"`` the encoder never sees the candidate and runs once 
 with ``"append"`` only the lookups and the user tokens are shared.
 """
 
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -244,20 +245,23 @@ class RequestTransAct(nn.Module):
         assert arch.action_embedding is not None and arch.sequence_type_embedding is not None
         types = arch.sequence_type_embedding.weight
         n = candidate_embeddings.shape[0]
-        parts = [torch.cat([arch.action_embedding(action_types) + types[0], item_embeddings], -1)
-                 .unsqueeze(0).expand(n, -1, -1)]
+        # Action and item parts of each sequence; the per-candidate [N, T, d] tokens are
+        # written once, by one cat per dimension.
+        actions = [(arch.action_embedding(action_types) + types[0]).expand(n, -1, -1)]
+        items = [item_embeddings.expand(n, -1, -1)]
         if lifelong_item_embeddings is not None and lifelong_item_embeddings.shape[0] > 0:
             assert lifelong_action_types is not None
             chosen = _nearest_recent_first(candidate_embeddings, lifelong_item_embeddings, config.lifelong_select_k)
-            actions = arch.action_embedding(lifelong_action_types)[chosen] + types[1]
-            parts.append(torch.cat([actions, lifelong_item_embeddings[chosen]], -1))
+            actions.append(arch.action_embedding(lifelong_action_types)[chosen] + types[1])
+            items.append(lifelong_item_embeddings[chosen])
         if impression_item_embeddings is not None and impression_item_embeddings.shape[0] > 0:
-            shown = torch.cat([types[2].expand(impression_item_embeddings.shape[0], -1), impression_item_embeddings], -1)
-            parts.append(shown.unsqueeze(0).expand(n, -1, -1))
-        tokens = torch.cat(parts, dim=1)  # [N, T, action + item]
-        if tokens.shape[1] == 0:
+            actions.append(types[2].expand(n, impression_item_embeddings.shape[0], -1))
+            items.append(impression_item_embeddings.expand(n, -1, -1))
+        length = sum(a.shape[1] for a in actions)
+        if length == 0:
             return candidate_embeddings.new_zeros(n, config.output_dim, dtype=torch.float32)
-        tokens = torch.cat([tokens, candidate_embeddings.unsqueeze(1).expand(-1, tokens.shape[1], -1)], -1)
+        tokens = torch.cat([torch.cat(actions, 1), torch.cat(items, 1),
+                            candidate_embeddings.unsqueeze(1).expand(-1, length, -1)], -1)
         if arch.positional_embedding is not None:
             tokens = tokens + arch.positional_embedding(torch.arange(tokens.shape[1], device=tokens.device))
         tokens = tokens.to(arch._token_dtype(tokens.device.type))
@@ -274,11 +278,18 @@ class RequestTransAct(nn.Module):
 def _nearest_recent_first(candidates: torch.Tensor, items: torch.Tensor, k: int) -> torch.Tensor:
     """int64 [N, min(k, Ll)]: per candidate, the positions of the ``k`` items with the
     highest dot product, ties to the lower position (the more recent), in position order."""
-    similarity = candidates.float() @ items.float().t()  # [N, Ll]
+    device_type = candidates.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    with torch.autocast(device_type, enabled=False) if autocast else nullcontext():  # float32 scores
+        similarity = candidates.float() @ items.float().t()  # [N, Ll]
     kept = min(k, items.shape[0])
-    kth = similarity.topk(kept, dim=1).values[:, -1:]
-    above = similarity > kth
-    tied = similarity == kth
-    places = kept - above.sum(1, keepdim=True)
-    chosen = above | (tied & (torch.cumsum(tied.long(), 1) - tied.long() < places))
+    kth = similarity.topk(kept, dim=1, sorted=False).values.amin(1, keepdim=True)
+    chosen = similarity >= kth
+    rows = (chosen.sum(1) != kept).nonzero().squeeze(1)
+    if rows.numel():  # ties at the k-th score (a repeated item): the most recent fill
+        scores, threshold = similarity[rows], kth[rows]
+        above = scores > threshold
+        tied = scores == threshold
+        places = kept - above.sum(1, keepdim=True)
+        chosen[rows] = above | (tied & (torch.cumsum(tied, 1) - tied.long() <= places - 1))
     return chosen.nonzero()[:, 1].view(candidates.shape[0], kept)
