@@ -182,19 +182,10 @@ class TransformerEncoderLayer(nn.Module):
         valid: Optional[torch.Tensor],
         shared_width: int = 0,
     ) -> torch.Tensor:
-        """``residual + dropout(self_attention(x))``."""
-        if self.num_heads > 1:
-            return residual_dropout(residual, self._self_attention(x, valid), self.dropout_p, self.training)
-        return self._folded_attention_residual(residual, x, valid, shared_width)
+        """``residual + dropout(self_attention(x))``; with several heads through
+        :meth:`_self_attention`, with one head as follows.
 
-    def _folded_attention_residual(
-        self,
-        residual: torch.Tensor,
-        x: torch.Tensor,
-        valid: Optional[torch.Tensor],
-        shared_width: int = 0,
-    ) -> torch.Tensor:
-        """One head with the projections multiplied together (same function, fewer FLOPs).
+        One head with the projections multiplied together (same function, fewer FLOPs).
 
         The scores ``(W_q x_i + b_q) . (W_k x_j + b_k)`` are ``q'_i . x_j + u . x_j`` with
         ``q'_i = W_k^T W_q x_i`` and ``u = W_k^T b_q``, up to terms equal for every key of
@@ -214,6 +205,8 @@ class TransformerEncoderLayer(nn.Module):
         added with the output bias (a third fewer FLOPs in the projections and the scores
         at 32 of 96 features).
         """
+        if self.num_heads > 1:
+            return residual_dropout(residual, self._self_attention(x, valid), self.dropout_p, self.training)
         b, n, d = x.shape
         own = d - shared_width
         device_type = x.device.type

@@ -58,6 +58,16 @@ def _check_ids(
         )
 
 
+def _check_equal_lengths(action_key: str, actions: JaggedTensor, item_key: str, items: JaggedTensor) -> None:
+    mismatch = actions.lengths() != items.lengths()
+    if bool(mismatch.any()):
+        example = int(mismatch.nonzero()[0, 0])
+        raise ValueError(
+            f"TransAct: example {example} has {int(actions.lengths()[example])} {action_key!r} values "
+            f"but {int(items.lengths()[example])} {item_key!r} values; they must be equal"
+        )
+
+
 def validate_sequence_features(
     features: KeyedJaggedTensor, config: TransActConfig
 ) -> None:
@@ -96,14 +106,7 @@ def validate_sequence_features(
     jts = features.to_dict()
     actions, items = jts[config.action_feature], jts[config.item_feature]
     candidates = jts[config.candidate_feature]
-    mismatch = actions.lengths() != items.lengths()
-    if bool(mismatch.any()):
-        example = int(mismatch.nonzero()[0, 0])
-        raise ValueError(
-            f"TransAct: example {example} has {int(actions.lengths()[example])} "
-            f"{config.action_feature!r} values but {int(items.lengths()[example])} "
-            f"{config.item_feature!r} values; they must be equal"
-        )
+    _check_equal_lengths(config.action_feature, actions, config.item_feature, items)
     not_one = candidates.lengths() != 1
     if bool(not_one.any()):
         example = int(not_one.nonzero()[0, 0])
@@ -139,14 +142,7 @@ def _validate_side_sequences(jts: Dict[str, JaggedTensor], config: TransActConfi
             if key not in jts:
                 raise ValueError(f"TransAct: key {key!r} is missing from the KJT (lifelong_select_k > 0)")
         actions, items = jts[config.lifelong_action_feature], jts[config.lifelong_item_feature]
-        mismatch = actions.lengths() != items.lengths()
-        if bool(mismatch.any()):
-            example = int(mismatch.nonzero()[0, 0])
-            raise ValueError(
-                f"TransAct: example {example} has {int(actions.lengths()[example])} "
-                f"{config.lifelong_action_feature!r} values but {int(items.lengths()[example])} "
-                f"{config.lifelong_item_feature!r} values; they must be equal"
-            )
+        _check_equal_lengths(config.lifelong_action_feature, actions, config.lifelong_item_feature, items)
         _check_ids(config.lifelong_action_feature, actions, config.num_action_types, actions.lengths())
     if config.impression_item_feature is not None:
         if config.impression_item_feature not in jts:
