@@ -83,8 +83,8 @@ class ModelConfig:
     lifelong_max_len: int = option(10_000, "TransAct V2: most recent lifelong actions eligible for selection")
     impressions: bool = option(False, "TransAct V2: add the impression sequence (items shown, not engaged with)")
     next_action_loss: float = option(
-        0.0, "TransAct V2: weight of the Next Action Loss (the next positive item from the realtime sequence, "
-        "in-batch negatives; 0: off)"
+        0.0, "TransAct V2: weight of the Next Action Loss (a positive example's candidate predicted from the "
+        "realtime sequence alone, against the batch's other positive candidates; 0: off)"
     )
 
     def __post_init__(self) -> None:
@@ -113,7 +113,7 @@ class ModelConfig:
             raise ConfigError(f"--embedding-dim {self.embedding_dim}: must be > 0")
         if self.next_action_loss < 0:
             raise ConfigError(f"--next-action-loss {self.next_action_loss}: must be >= 0")
-        if self.next_action_loss > 0 and self.encoder in ("avg_pool", "cnn", "rnn", "lstm"):
+        if self.next_action_loss > 0 and self.encoder not in ("transact", "vanilla_transformer", "bst", "bst_action"):
             raise ConfigError(
                 f"--next-action-loss needs a transformer encoder (transact, vanilla_transformer, bst, bst_action), "
                 f"not --encoder {self.encoder}"

@@ -385,7 +385,8 @@ def train(
         runs = [config]
         if config.compare_no_sequence and config.encoder != "none":
             baseline_dir = os.path.join(config.output_dir, "no_sequence")
-            runs.append(dataclasses.replace(config, encoder="none", output_dir=baseline_dir))
+            runs.append(dataclasses.replace(config, encoder="none", output_dir=baseline_dir, lifelong_select_k=0,
+                                            impressions=False, next_action_loss=0.0))
         results = {
             run.encoder: fit(run, spec, rank, world, device, run.output_dir, step_hooks, verbose) for run in runs
         }

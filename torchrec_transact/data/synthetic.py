@@ -25,10 +25,13 @@ batch index)``, so a batch is the same whatever rank or worker produces it):
   the very last actions matter, at 0 the last twenty or so. The probabilities are exposed
   as ``label_probabilities``, so tests can compare a model's AUC with the best possible.
 * **Lifelong history** (TransAct V2; ``lifelong_len`` > 0, off by default): every user also
-  has two *dormant* interests, categories absent from the realtime history, and a history
+  has two *dormant* interests, random categories that the realtime history reaches only
+  by exploration or hides (or, for about 6% of users, by coinciding with a long-term
+  interest), and a history
   of ``lifelong_len`` actions two weeks to a year old, ``dormant_share`` of them on the
   dormant categories and the rest on the long-term interests or anywhere. A share
-  ``dormant_candidates`` of the candidates comes from a dormant category, and the click
+  ``dormant_candidates`` of the candidates comes from a dormant category (before the
+  impressions take their share), and the click
   and save logits gain ``8 x`` the share of the lifelong positive actions in the
   candidate's category: interests that return after weeks, which the last 100 actions
   miss.

@@ -70,6 +70,7 @@ class TransActTrain(nn.Module):
             batch.dense_features, batch.sparse_features, batch.sequence_features
         )
         loss = self.loss_fn(logits.float(), batch.labels, batch.weights)
+        self.last_terms = {}
         if self.next_action_loss is not None and self.training:
             transformer = self.model.sequence_encoder.transformer
             inputs = transformer.next_action_inputs() if transformer is not None else None

@@ -17,7 +17,8 @@ class Int8RowwiseTable(nn.Module):
     """A frozen embedding table stored as row-wise affine int8.
 
     Args:
-        weight (torch.Tensor): float [num_rows, dim], the table to quantise.
+        weight (torch.Tensor): float [num_rows, dim], the table to quantise (values within
+            float16's range).
 
     Example::
 
@@ -31,9 +32,15 @@ class Int8RowwiseTable(nn.Module):
         weight = weight.detach().float()
         low = weight.min(dim=1).values
         high = weight.max(dim=1).values
-        # float16 scale and offset, as stored; the codes are computed against those values.
-        scale = ((high - low) / 255.0).clamp_min(1e-8).half()
+        # float16 offset and scale, as stored, chosen so that the stored values still
+        # cover the row: the offset rounded down to at most the minimum, the scale rounded
+        # up; a constant row gets scale 1 (every code 0). The codes are computed against
+        # the stored values, so each element is within half a step of its original.
         offset = low.half()
+        offset = torch.where(offset.float() > low, torch.nextafter(offset, offset.new_tensor(float("-inf"))), offset)
+        span = high - offset.float()
+        scale = torch.where(span > 0, span / 255.0, torch.ones_like(span)).half()
+        scale = torch.where(scale.float() * 255.0 < span, torch.nextafter(scale, scale.new_tensor(float("inf"))), scale)
         codes = torch.round((weight - offset.float()[:, None]) / scale.float()[:, None]).clamp_(0, 255)
         self.register_buffer("codes", codes.to(torch.uint8))
         self.register_buffer("scale", scale)

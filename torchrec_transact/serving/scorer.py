@@ -221,7 +221,11 @@ class RequestScorer(nn.Module):
                      else F.embedding(ids, self.model.sequence_encoder.item_table))
             sequence_items, candidates, *extra_items = items.split(
                 [item_ids.shape[0], num_candidates, *(t.shape[0] for t in extra)])
-            if extra:
+            if self.model.sequence_encoder.config.side_sequences:
+                if not extra:
+                    raise ValueError("a TransAct V2 model needs its lifelong or impression ids (empty tensors for none)")
+                if length is not None:  # padded realtime positions are not actions here
+                    action_types, sequence_items = action_types[: int(length)], sequence_items[: int(length)]
                 sides = iter(extra_items)
                 lifelong_items = next(sides) if lifelong_item_ids is not None else None
                 impression_items = next(sides) if impression_item_ids is not None else None
