@@ -94,7 +94,7 @@ def serving(lifelong: int, candidates: int, samples: int) -> Dict[str, object]:
 
     result: Dict[str, object] = {"candidates": candidates, "lifelong_events": lifelong}
     configs = {"realtime_only": TrainConfig(),
-               "lifelong": TrainConfig(synthetic_lifelong=1, lifelong_select_k=32, lifelong_max_len=lifelong)}
+               "lifelong": TrainConfig(lifelong_history=1, lifelong_select_k=32, lifelong_max_len=lifelong)}
     for precision in ("fp32", "bf16"):
         predictors = {}
         for name, config in configs.items():

@@ -176,12 +176,12 @@ def test_training_with_lifelong_and_impressions(tmp_path) -> None:
 
     small = ["--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
              "--eval-batches", "2", "--log-interval", "5", "--eval-interval", "0", "--steps", "10"]
-    results = main(small + ["--synthetic-lifelong", "80", "--synthetic-impressions", "10", "--lifelong-select-k", "8",
+    results = main(small + ["--lifelong-history", "80", "--synthetic-impressions", "10", "--lifelong-select-k", "8",
                             "--impressions", "--output-dir", str(tmp_path / "v2")])
     assert 0.0 < results["transact"]["auc-save"] < 1.0
     assert_one_line_exit(lambda: main(small + ["--lifelong-select-k", "8"]), 2, "--lifelong-select-k needs")
-    assert_one_line_exit(lambda: main(small + ["--data", "criteo", "--data-path", "x", "--synthetic-lifelong", "5"]), 2,
-                         "--synthetic-lifelong and --synthetic-impressions apply to --data synthetic only")
+    assert_one_line_exit(lambda: main(small + ["--data", "criteo", "--data-path", "x", "--lifelong-history", "5"]), 2,
+                         "--lifelong-history: --data criteo has no lifelong history")
 
 
 def test_next_action_loss_targets_masks_and_gradient() -> None:
@@ -246,3 +246,32 @@ def test_next_action_user_vector_never_sees_the_candidate() -> None:
     transact.eval()
     transact(features)
     assert transact.transformer.next_action_inputs() is None  # evaluation leaves nothing
+
+
+def test_session_log_lifelong_sequence_is_the_users_past(data_dir: str) -> None:
+    """--lifelong-history on a session log: each request carries the user's events before
+    it (most recent first, at most N, ages positive), and its realtime keys are unchanged."""
+    import os
+
+    import numpy as np
+
+    from torchrec_transact.data.action_logs import load_preset
+
+    path = os.path.join(data_dir, "taobao_user_behavior", "UserBehavior_814users.csv")
+    _, plain = load_preset("taobao", path)
+    _, lifelong = load_preset("taobao", path, lifelong_len=50)
+    requests = plain.split("eval")[:20].tolist()
+    a, b = plain.batch(requests), lifelong.batch(requests)
+    for key in ("action_type", "item_id", "candidate_item_id"):
+        assert torch.equal(a.sequence_features[key].values(), b.sequence_features[key].values())
+    life = b.sequence_features["lifelong_item_id"]
+    assert (life.lengths() <= 50).all() and (life.lengths() > 0).any() and (life.weights() > 0).all()
+    # Example 0's lifelong sequence: the user's 50 latest events before the request.
+    r = requests[0]
+    events = lifelong.lifelong_history(r)
+    past = events.timestamps < lifelong.request_time[r]
+    expected = events.item_ids[past][np.argsort(-events.timestamps[past], kind="stable")][:50]
+    n = int(life.lengths()[0])
+    assert life.values()[:n].tolist() == expected.tolist()
+    ages = life.weights()[:n]
+    assert (ages[1:] >= ages[:-1]).all()

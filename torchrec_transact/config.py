@@ -166,7 +166,10 @@ class TrainConfig(ModelConfig):
     valid_fraction: float = option(0.1, "logs: the next requests validate (early stopping, setting choices); 0: none")
     min_id_count: int = option(1, "logs: ids (users, items, categories) seen fewer times in training share one row")
     data_workers: int = option(0, "--data prepared: data-loader processes per rank reading the shards (0: none)")
-    synthetic_lifelong: int = option(0, "synthetic data: lifelong actions per request, with dormant interests (0: none)")
+    lifelong_history: int = option(
+        0, "lifelong actions per request in the data (TransAct V2): synthetic data's (with dormant interests), or a "
+        "session log's events before the request, most recent first (0: none)"
+    )
     synthetic_impressions: int = option(0, "synthetic data: impressions per request (0: none)")
     adaptive_threads: bool = option(
         False, "CPU: set the intra-op threads each step to the cores other processes leave free"
@@ -225,15 +228,16 @@ class TrainConfig(ModelConfig):
                 f"--train-fraction {self.train_fraction}, --valid-fraction {self.valid_fraction}: need 0 < train "
                 "and train + valid < 1 (the rest evaluates)"
             )
-        if (self.synthetic_lifelong or self.synthetic_impressions) and self.data != "synthetic":
-            raise ConfigError("--synthetic-lifelong and --synthetic-impressions apply to --data synthetic only")
-        for needs, has, flag in ((self.lifelong_select_k > 0, self.synthetic_lifelong, "--lifelong-select-k"),
-                                 (self.impressions, self.synthetic_impressions, "--impressions")):
-            if needs and not (self.data == "synthetic" and has):
-                raise ConfigError(
-                    f"{flag} needs that sequence in the data; for now only --data synthetic has it "
-                    f"({'--synthetic-lifelong' if 'lifelong' in flag else '--synthetic-impressions'} N)"
-                )
+        if self.synthetic_impressions and self.data != "synthetic":
+            raise ConfigError("--synthetic-impressions applies to --data synthetic only")
+        if self.lifelong_history and self.data in ("criteo", "mind", "prepared"):
+            raise ConfigError(f"--lifelong-history: --data {self.data} has no lifelong history (synthetic data and "
+                              "session logs have)")
+        if self.lifelong_select_k > 0 and not self.lifelong_history:
+            raise ConfigError("--lifelong-select-k needs lifelong histories in the data: --lifelong-history N")
+        if self.impressions and not (self.data == "synthetic" and self.synthetic_impressions):
+            raise ConfigError("--impressions needs that sequence in the data; for now only --data synthetic has it "
+                              "(--synthetic-impressions N)")
         if self.early_stopping and not self.eval_interval:
             raise ConfigError("--early-stopping needs --eval-interval > 0 (it counts validations)")
         if self.resume and self.init_from:

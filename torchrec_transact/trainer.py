@@ -69,7 +69,7 @@ def open_run_data(config: TrainConfig) -> DataSpec:
             event_format=config.event_format, session_gap_s=config.session_gap_s,
             max_request_size=config.max_request_size, train_fraction=config.train_fraction,
             valid_fraction=config.valid_fraction, min_id_count=config.min_id_count,
-            data_workers=config.data_workers, lifelong_len=config.synthetic_lifelong,
+            data_workers=config.data_workers, lifelong_len=config.lifelong_history,
             impression_len=config.synthetic_impressions,
         ),
     )

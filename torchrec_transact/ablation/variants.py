@@ -54,7 +54,7 @@ CRITEO: Tuple[Variant, ...] = (
 )
 # TransAct V2 on synthetic data with a lifelong history (dormant interests that return)
 # and impressions; every row reads the same data, the first ignores the extra keys.
-V2_DATA = {"synthetic_lifelong": 500, "synthetic_impressions": 50}
+V2_DATA = {"lifelong_history": 500, "synthetic_impressions": 50}
 V2: Tuple[Variant, ...] = (
     Variant("v2_realtime", dict(V2_DATA), "TransAct, realtime only"),
     Variant("v2_lifelong_nearest", {**V2_DATA, "lifelong_select_k": 32}, "+ 32 lifelong actions nearest the candidate"),

@@ -31,11 +31,13 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
+from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE, TransActBatch
 from torchrec_transact.data.event_format import EventFormat
 from torchrec_transact.data.event_log import EventLog, ImpressionLog, preset_for_file, read_event_log, read_impression_log
 from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
-from torchrec_transact.data.kjt import categorical_kjt, repeat_per_candidate, sequence_kjt
+from torchrec_transact.data.kjt import (
+    categorical_kjt, repeat_per_candidate, sequence_kjt, SideSequenceValues, with_side_sequences,
+)
 
 DENSE_FEATURES = ("log_history_length", "log_hours_since_last_action", "hour_sin", "hour_cos")
 SPLITS = ("train", "valid", "eval")
@@ -109,8 +111,30 @@ class LogRequests:
             return np.flatnonzero(times >= self.valid_cut)
         raise ValueError(f"split {name!r}: expected one of {list(SPLITS)}")
 
+    # TransAct V2: lifelong actions per request (0: none); open_log(lifelong_len=...).
+    lifelong_len: int = 0
+
     def history(self, request: int) -> UserEvents:
         raise NotImplementedError
+
+    def lifelong_history(self, request: int) -> Optional[UserEvents]:
+        """The user's events before the request for the lifelong sequence (at least its
+        ``lifelong_len`` most recent); None where the log has no such history."""
+        return None
+
+    def lifelong_sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each request's lifelong sequence: action types, item ids and ages (s), the
+        ``lifelong_len`` most recent events before the request, most recent first."""
+        out = []
+        for r in requests:
+            events = self.lifelong_history(r)
+            if events is None:
+                raise ValueError(f"{type(self).__name__} has no lifelong history")
+            past = np.flatnonzero(events.timestamps < self.request_time[r])
+            order = past[np.argsort(-events.timestamps[past], kind="stable")][: self.lifelong_len]
+            out.append((events.action_types[order], events.item_ids[order],
+                        (self.request_time[r] - events.timestamps[order]).astype(np.float32)))
+        return out
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
         """The requests' candidates in order: item ids [N], labels [N, T] and the
@@ -137,6 +161,16 @@ class LogRequests:
             return torch.from_numpy(np.concatenate([s[column] for s in sequences]))[index]
 
         sequence = sequence_kjt(flat(0), flat(1), flat(2), lengths, torch.from_numpy(items))
+        if self.lifelong_len > 0:
+            lifelong = self.lifelong_sequences(requests)
+            index, lengths = repeat_per_candidate(torch.tensor([s[0].size for s in lifelong]), per_request)
+
+            def flat_lifelong(column: int) -> torch.Tensor:
+                return torch.from_numpy(np.concatenate([s[column] for s in lifelong]))[index]
+
+            sequence = with_side_sequences(sequence, [SideSequenceValues(
+                (LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE), (flat_lifelong(0), flat_lifelong(1)),
+                flat_lifelong(2), lengths)])
         users = np.repeat(self.request_user[np.asarray(requests, dtype=np.int64)], per_request.numpy())
         sparse = categorical_kjt(self.sparse_features, torch.from_numpy(np.stack([users, items, *categoricals], 1)))
         return TransActBatch(
@@ -250,6 +284,11 @@ class SessionRequests(LogRequests):
         lo = max(lo, hi - 2 * self.processor.max_seq_len)
         return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
 
+    def lifelong_history(self, request: int) -> UserEvents:
+        lo, hi = np.searchsorted(self._event_row, [self.history_start[request], self.request_start[request]])
+        lo = max(lo, hi - self.lifelong_len)
+        return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
+
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
         spans = span_positions(self._candidate_start, requests)
         rows = self._order[self._candidate_position[spans]]
@@ -294,11 +333,14 @@ class ImpressionRequests(LogRequests):
 
 def open_log(
     fmt: EventFormat, path: str, skip_bad_rows: bool = False, session_gap_s: float = 3600.0,
-    max_request_size: Optional[int] = None, min_id_count: int = 1, **split_args: object,
+    max_request_size: Optional[int] = None, min_id_count: int = 1, lifelong_len: int = 0, **split_args: object,
 ) -> Tuple[object, LogRequests]:
     """Reads a log in ``fmt`` and builds its requests: (the log, its requests).
     ``min_id_count`` > 1: ids seen fewer times in the training requests share the
-    out-of-vocabulary row (:func:`keep_frequent_ids`)."""
+    out-of-vocabulary row (:func:`keep_frequent_ids`). ``lifelong_len`` > 0: each batch
+    also carries every request's lifelong sequence (TransAct V2; session logs only)."""
+    if fmt.is_impression_log and lifelong_len:
+        raise ValueError("an impression log has no lifelong history (its histories are the realtime sequences)")
     if fmt.is_impression_log:
         impressions = read_impression_log(path, fmt, skip_bad_rows)
         requests: LogRequests = ImpressionRequests(impressions, **split_args)  # type: ignore[arg-type]
@@ -311,6 +353,7 @@ def open_log(
         return SessionRequests(log, session_gap_s=session_gap_s, max_request_size=max_request_size, **split_args)  # type: ignore[arg-type]
 
     requests = sessions()
+    requests.lifelong_len = lifelong_len
     if min_id_count > 1:
         keep_frequent_ids(log, requests, min_id_count)
     return log, requests

@@ -11,6 +11,9 @@ from torchrec.streamable import Pipelineable
 # joins the ranking model's features), in every data source of this package; serving fills
 # it from the request's candidate ids.
 CANDIDATE_ITEM_FEATURE = "candidate_item"
+# TransAct V2's sequence keys (TransActConfig's defaults).
+LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE = "lifelong_action_type", "lifelong_item_id"
+IMPRESSION_ITEM_FEATURE = "impression_item_id"
 
 
 @dataclass

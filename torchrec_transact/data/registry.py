@@ -344,6 +344,7 @@ def _log_source(name: str) -> DataSource:
             fmt, options.path, skip_bad_rows=options.skip_bad_rows, session_gap_s=options.session_gap_s,
             max_request_size=options.max_request_size, max_seq_len=options.max_seq_len, min_id_count=options.min_id_count,
             train_fraction=options.train_fraction, valid_fraction=options.valid_fraction,
+            lifelong_len=options.lifelong_len,
         )
         for split in ("train", "eval") + (("valid",) if options.valid_fraction else ()):
             if requests.split(split).size == 0:

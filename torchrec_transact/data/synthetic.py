@@ -52,7 +52,9 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info, IterableDataset
 
-from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
+from torchrec_transact.data.batch import (
+    CANDIDATE_ITEM_FEATURE, IMPRESSION_ITEM_FEATURE, LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE, TransActBatch,
+)
 from torchrec_transact.data.kjt import (
     categorical_kjt, repeat_per_candidate, sequence_kjt, SideSequenceValues, with_side_sequences,
 )
@@ -293,7 +295,7 @@ class SyntheticActionData(IterableDataset):
             positive = actions != HIDE
             same = category[:, None, :] == candidate_category[:, :, None]  # [R, N, L]
             engage += 8.0 * (same & positive[:, None, :]).sum(-1) / L
-            sides.append(_RequestSequence(("lifelong_action_type", "lifelong_item_id"), (actions, items), life_ages))
+            sides.append(_RequestSequence((LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE), (actions, items), life_ages))
         if c.impression_len > 0:
             K = c.impression_len
             ignored = rng.integers(0, C, (R, 2))
@@ -307,7 +309,7 @@ class SyntheticActionData(IterableDataset):
                                           candidate_category)
             same = shown_category[:, None, :] == candidate_category[:, :, None]
             engage -= 3.0 * same.sum(-1) / K
-            sides.append(_RequestSequence(("impression_item_id",), (shown,), shown_ages))
+            sides.append(_RequestSequence((IMPRESSION_ITEM_FEATURE,), (shown,), shown_ages))
         changed = candidate_category != (candidates % C)
         candidates = np.where(changed, candidate_category + C * rng.integers(0, c.num_items // C, (R, N)), candidates)
         return _Extras(candidate_category, candidates, engage, sides)
