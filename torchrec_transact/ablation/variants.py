@@ -64,8 +64,17 @@ V2: Tuple[Variant, ...] = (
     Variant("v2_next_action", {**V2_DATA, "lifelong_select_k": 32, "next_action_loss": 0.1},
             "+ 32 lifelong nearest, + Next Action Loss (weight 0.1)"),
 )
+# The same on a session log: each request's 1,000 most recent earlier events as the
+# lifelong history (every row reads them; the first ignores them).
+V2_LOG: Tuple[Variant, ...] = (
+    Variant("v2_log_realtime", {"lifelong_history": 1000}, "TransAct, realtime only"),
+    Variant("v2_log_nearest", {"lifelong_history": 1000, "lifelong_select_k": 32},
+            "+ 32 lifelong actions nearest the candidate"),
+    Variant("v2_log_recent", {"lifelong_history": 1000, "lifelong_select_k": 32, "lifelong_selection": "recent"},
+            "+ the 32 most recent lifelong actions (control)"),
+)
 BASELINE = "avg_pool"
-ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO + V2}
+ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO + V2 + V2_LOG}
 
 # `--data all`, and where the data folder holds each real sample (the layout of shared/data).
 DATASETS = ("synthetic", "movielens", "criteo")
