@@ -34,7 +34,7 @@ import torch
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE, TransActBatch
 from torchrec_transact.data.event_format import EventFormat
 from torchrec_transact.data.event_log import EventLog, ImpressionLog, preset_for_file, read_event_log, read_impression_log
-from torchrec_transact.data.features import RequestFeatureProcessor, UserEvents
+from torchrec_transact.data.features import most_recent, RequestFeatureProcessor, UserEvents
 from torchrec_transact.data.kjt import (
     categorical_kjt, repeat_per_candidate, sequence_kjt, SideSequenceValues, with_side_sequences,
 )
@@ -130,8 +130,7 @@ class LogRequests:
             events = self.lifelong_history(r)
             if events is None:
                 raise ValueError(f"{type(self).__name__} has no lifelong history")
-            past = np.flatnonzero(events.timestamps < self.request_time[r])
-            order = past[np.argsort(-events.timestamps[past], kind="stable")][: self.lifelong_len]
+            order = most_recent(events, self.request_time[r], self.lifelong_len)
             out.append((events.action_types[order], events.item_ids[order],
                         (self.request_time[r] - events.timestamps[order]).astype(np.float32)))
         return out
@@ -279,14 +278,16 @@ class SessionRequests(LogRequests):
     def history(self, request: int) -> UserEvents:
         # The user's actions before the session; only the last ~2 * max_seq_len rows can
         # be kept after dropping duplicates, so older ones are not even looked at.
-        # Counted in tokens, not rows: rows without an action (impressions) are no tokens.
-        lo, hi = np.searchsorted(self._event_row, [self.history_start[request], self.request_start[request]])
-        lo = max(lo, hi - 2 * self.processor.max_seq_len)
-        return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
+        return self._events_before(request, 2 * self.processor.max_seq_len)
 
     def lifelong_history(self, request: int) -> UserEvents:
+        return self._events_before(request, self.lifelong_len)
+
+    def _events_before(self, request: int, count: int) -> UserEvents:
+        """The user's last ``count`` actions before the request's session, counted in
+        tokens, not rows: rows without an action (impressions) are no tokens."""
         lo, hi = np.searchsorted(self._event_row, [self.history_start[request], self.request_start[request]])
-        lo = max(lo, hi - self.lifelong_len)
+        lo = max(lo, hi - count)
         return UserEvents(self._event_time[lo:hi], self._event_action[lo:hi], self._event_item[lo:hi])
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:

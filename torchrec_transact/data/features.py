@@ -12,7 +12,7 @@ computed from raw events as they are at the request:
 """
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -71,6 +71,23 @@ class UserEvents:
                 f"UserEvents: {n} timestamps, {self.action_types.shape[0]} action types and "
                 f"{self.item_ids.shape[0]} item ids; they must be equal"
             )
+
+
+def most_recent(
+    events: UserEvents, request_time: float, max_len: int, usable: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """Positions of the ``max_len`` most recent events before ``request_time`` (and
+    ``usable``, when given), most recent first; equal times keep their order (TransAct
+    V2's lifelong and impression sequences, in training and serving alike).
+
+    Example::
+
+        events = UserEvents(np.array([5.0, 9.0, 7.0, 12.0]), np.zeros(4, dtype=np.int64), np.arange(4))
+        most_recent(events, request_time=10.0, max_len=2)  # array([1, 2])
+    """
+    before = events.timestamps < request_time
+    index = np.flatnonzero(before if usable is None else before & usable)
+    return index[np.argsort(-events.timestamps[index], kind="stable")][:max_len]
 
 
 class RequestFeatureProcessor:

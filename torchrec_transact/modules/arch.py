@@ -13,7 +13,7 @@ from torch import nn
 
 from torchrec_transact.modules.compiled import CompiledOrEager
 from torchrec_transact.modules.config import TransActConfig
-from torchrec_transact.modules.encoder import EncoderConfig, TransformerEncoder
+from torchrec_transact.modules.encoder import autocast_dtype, EncoderConfig, TransformerEncoder
 from torchrec_transact.modules.jagged import length_buckets, pad_into_buckets
 from torchrec_transact.modules.lifelong import select_lifelong
 from torchrec_transact.modules.masks import kept_actions, KeptActions, zero_gradient_output
@@ -201,10 +201,7 @@ class TransActSequenceArch(nn.Module):
             )
         if lifelong is None and impressions is None:
             example, position, kept_lengths = kept.example, kept.position, kept.lengths
-            # Gathered in the encoder's precision and written once by a single cat.
-            pieces = [item_embeddings[kept.index].to(dtype)]
-            if self.action_embedding is not None:
-                pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+            pieces = self._action_item_pieces(kept, action_types, item_embeddings, dtype)
         else:
             pieces, example, position, kept_lengths = self._joined_sequences(
                 kept, action_types, item_embeddings, candidate_embeddings, lifelong, impressions, dtype)
@@ -232,15 +229,23 @@ class TransActSequenceArch(nn.Module):
         inputs, self._next_action_inputs = self._next_action_inputs, None
         return inputs
 
+    def _action_item_pieces(
+        self, kept: KeptActions, action_types: torch.Tensor, item_embeddings: torch.Tensor, dtype: torch.dtype
+    ) -> List[torch.Tensor]:
+        """The action and item parts of the kept actions' tokens, gathered in the encoder's
+        precision (the caller writes the tokens once, with a single cat)."""
+        pieces = [item_embeddings[kept.index].to(dtype)]
+        if self.action_embedding is not None:
+            pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+        return pieces
+
     def _candidate_free(
         self, kept: KeptActions, action_types: torch.Tensor, item_embeddings: torch.Tensor, dtype: torch.dtype
     ) -> torch.Tensor:
         """The compressed encoding of the kept realtime actions with the candidate left out
         (its part of each token zero; no candidate token): what the user did, not what is
         asked about, so the next item cannot be read off the input."""
-        pieces = [item_embeddings[kept.index].to(dtype)]
-        if self.action_embedding is not None:
-            pieces.insert(0, self.action_embedding(action_types[kept.index].long()).to(dtype))
+        pieces = self._action_item_pieces(kept, action_types, item_embeddings, dtype)
         if self.config.early_fusion == "concat":
             pieces.append(pieces[-1].new_zeros(kept.index.numel(), self.config.item_embedding_dim))
         tokens = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
@@ -324,9 +329,7 @@ class TransActSequenceArch(nn.Module):
         leaves the stream in the dtype it enters with; entering in that precision saves a
         cast before every projection and halves the memory traffic of the elementwise
         ops. Without autocast, the weights' (kept in low precision for inference)."""
-        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-        return self.encoder.layers[0].in_proj_weight.dtype
+        return autocast_dtype(device_type) or self.encoder.layers[0].in_proj_weight.dtype
 
     def _encode_bucket(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """One padded bucket [b, L, d] -> its compressed output [b, output_dim]."""

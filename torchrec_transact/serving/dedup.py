@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchrec_transact.modules.encoder import TransformerEncoderLayer
+from torchrec_transact.modules.encoder import autocast_dtype, TransformerEncoderLayer
 from torchrec_transact.modules.arch import TransActSequenceArch
 
 
@@ -190,10 +190,8 @@ class RequestTransAct(nn.Module):
         if arch.positional_embedding is not None:
             user = user + arch.positional_embedding(positions)
         candidate = F.pad(candidate_embeddings, (user.shape[-1] - item_dim, 0))
-        if torch.amp.is_autocast_available(user.device.type) and torch.is_autocast_enabled(
-            user.device.type
-        ):
-            dtype = torch.get_autocast_dtype(user.device.type)
+        dtype = autocast_dtype(user.device.type)
+        if dtype is not None:
             user, candidate = user.to(dtype), candidate.to(dtype)
         layers = arch.encoder.layers
         if self.dedup:
@@ -279,8 +277,8 @@ def _nearest_recent_first(candidates: torch.Tensor, items: torch.Tensor, k: int)
     """int64 [N, min(k, Ll)]: per candidate, the positions of the ``k`` items with the
     highest dot product, ties to the lower position (the more recent), in position order."""
     device_type = candidates.device.type
-    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    with torch.autocast(device_type, enabled=False) if autocast else nullcontext():  # float32 scores
+    off = torch.autocast(device_type, enabled=False) if autocast_dtype(device_type) else nullcontext()
+    with off:  # float32 scores
         similarity = candidates.float() @ items.float().t()  # [N, Ll]
     kept = min(k, items.shape[0])
     kth = similarity.topk(kept, dim=1, sorted=False).values.amin(1, keepdim=True)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE
-from torchrec_transact.data.features import integer_ids, RequestFeatureProcessor, UserEvents
+from torchrec_transact.data.features import integer_ids, most_recent, RequestFeatureProcessor, UserEvents
 from torchrec_transact.modules.transact import TransActConfig
 
 ArrayLike = Union[np.ndarray, Sequence[float], Sequence[int], torch.Tensor]
@@ -264,17 +264,14 @@ class RequestSchema:
             empty = torch.zeros(0, dtype=torch.long)
             return empty, empty, 0
         config = self.sequence_config
-        usable = (
-            np.isfinite(events.timestamps) & (events.timestamps < request_time)
-            & (events.item_ids >= 0) & (events.item_ids < config.num_items)
-        )
+        usable = np.isfinite(events.timestamps) & (events.item_ids >= 0) & (events.item_ids < config.num_items)
         if with_actions:
             usable &= (events.action_types >= 0) & (events.action_types < config.num_action_types)
-        index = np.flatnonzero(usable)
-        index = index[np.argsort(-events.timestamps[index], kind="stable")][:max_len]
+        index = most_recent(events, request_time, max_len, usable)
         actions = torch.from_numpy(np.ascontiguousarray(events.action_types[index]))
         items = torch.from_numpy(np.ascontiguousarray(events.item_ids[index]))
-        return actions, items, int(events.timestamps.size - usable.sum())
+        dropped = int(events.timestamps.size - (usable & (events.timestamps < request_time)).sum())
+        return actions, items, dropped
 
     def _categorical(self, request: ScoringRequest, name: str, candidates: np.ndarray) -> np.ndarray:
         """int64 [n], the ids of one categorical feature, checked against its table."""

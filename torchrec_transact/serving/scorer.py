@@ -231,9 +231,7 @@ class RequestScorer(nn.Module):
                 impression_items = next(sides) if impression_item_ids is not None else None
                 sequence = self.request_encoder.with_side_sequences(
                     action_types, sequence_items, candidates, lifelong_action_types, lifelong_items, impression_items)
-                logits = self.model.logits_from_embeddings(dense, self.sparse_lookup(sparse_ids), sequence)
-                return torch.sigmoid(logits.float())
-            if self._compiled is not None:
+            elif self._compiled is not None:
                 sequence = self._compiled(self.request_encoder, action_types, sequence_items, candidates, length)
             else:
                 sequence = self.request_encoder(action_types, sequence_items, candidates, length)
