@@ -267,7 +267,7 @@ def serving(quick: bool) -> Dict[str, Any]:
             requests = [predictor.random_request(n, 150, seed=i) for i in range(4)]
             paths = {"dedup": predictor.score} if "compiled" in variant else {
                 "naive": predictor.score_naive, "dedup": predictor.score}
-            # A [1024, 1024] product timed between the requests: this moment's matmul peak.
+            # [1024, 1024] products timed between the requests: the best is the peak.
             peak = peak_step(torch.float32 if precision == "fp32" else torch.bfloat16)
             times: Dict[str, List[float]] = {name: [] for name in [*paths, "peak"]}
             for name, fn in paths.items():
@@ -286,7 +286,7 @@ def serving(quick: bool) -> Dict[str, Any]:
             if "naive" in entry:
                 entry["dedup_speedup_p50"] = entry["naive"]["p50_ms"] / entry["dedup"]["p50_ms"]
             # The naive path's encoder FLOPs (every candidate encodes all 100 actions) over
-            # each request's latency, as a share of that round's matmul peak: dedup counts.
+            # each request's latency, as a share of the best matmul peak: dedup counts.
             naive_flops = encoder_flops(encoder_config, torch.full((n,), config.max_seq_len))
             entry["share_of_peak"] = {path: share_of_peak(naive_flops, times[path], peak_times) for path in paths}
             results[f"{variant}_{n}"] = entry
@@ -334,8 +334,8 @@ def markdown(results: Dict[str, Any]) -> str:
         lines += ["", "## TransAct against the padded reference (batch 512, 100 actions)", "",
                   "Speedup: min-median-max over rounds of the reference's time over ours, same precision "
                   "and mode. Share: encoder FLOP/s on real tokens (the standard layer's count, which ours "
-                  "undercuts: docs/benchmarks.md) over the matmul peak of that precision timed in the same "
-                  "rounds, ours / the reference. Compiled: `compile_encoder()`; adaptive: a `ThreadBudget`.", "",
+                  "undercuts: docs/benchmarks.md) over the best matmul peak of that precision timed among the "
+                  "variants, ours / the reference. Compiled: `compile_encoder()`; adaptive: a `ThreadBudget`.", "",
                   "| case | step | speedup | share of peak, ours / reference | target |",
                   "| --- | --- | --- | --- | --- |"]
         for case, entry in t.items():
@@ -386,7 +386,7 @@ def markdown(results: Dict[str, Any]) -> str:
         r = results["serving"]["results"]
         lines += ["", "## Serving latency per request (user with 100 actions; default TransAct-DCN)", "",
                   "Share of peak: the naive path's encoder FLOPs over each dedup request's latency, as a share "
-                  "of the precision's matmul peak timed between the requests (median). Compiled: "
+                  "of the precision's best matmul peak timed between the requests (median latency). Compiled: "
                   "`ServingConfig(compile=True)`, the dedup path only.", "",
                   "| variant | candidates | naive p50 / p99 ms | dedup p50 / p99 ms | dedup speedup (p50) "
                   "| dedup share of peak |",

@@ -15,8 +15,8 @@ Every variant runs once per round, ``--repeats`` rounds after warm-up. Throughpu
 medians over rounds; speedups are min, median and max of the per-round ratio against the
 reference in the same precision and mode, which cancels most of the drift of a shared
 machine (single runs here vary by +-20%). Each step's encoder FLOP/s (real tokens only) is
-given as a share of the matmul peak of the step's precision, timed in the same rounds (a
-1024^3 product among the variants), so a slow spell moves both.
+given as a share of the matmul peak of the step's precision: the fastest of the 1024^3
+products timed among the variants of every round.
 
     python benchmarks/transact_bench.py            # full run, ~5 min on 2 cores
     python benchmarks/transact_bench.py --quick    # smaller batch, a smoke test
@@ -152,7 +152,7 @@ def compare(
 ) -> Dict[str, object]:
     """Ours against the reference on one batch: examples/s, speedups (min, median, max of
     the per-round ratios against the reference in the same precision and mode) and the
-    encoder FLOP/s as a share of the step's precision's matmul peak in the same rounds."""
+    encoder FLOP/s as a share of the step's precision's best matmul peak in the same rounds."""
     ours, reference = TransAct(config), PaddedTransActReference(config)
     batch = random_sequence_features(lengths, config.num_action_types, config.num_items, generator=g)
     steps = make_steps(ours, reference, batch, config)
