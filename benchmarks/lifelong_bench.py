@@ -4,7 +4,9 @@ of serving a request.
 
 The TransAct module alone (as ``transact_bench.py``), 100 realtime actions per example,
 realtime only against + a lifelong sequence of ``--lifelong`` actions (10^4 by default) of
-which the 32 nearest the candidate are selected, at batch 64 and 512. A training step is
+which the 32 nearest the candidate are selected, at batch 64 and 512, the lifelong items
+looked up in the trained item table or in a frozen int8 table of pretrained vectors
+(``lifelong_frozen_items``). A training step is
 the forward and backward of the module (item lookup, selection, encoder). Each case runs in
 its own process: the peak is the rise of the process's peak resident memory during one
 step (VmHWM, reset before it); the time is the median of ``--repeats`` steps after one
@@ -54,14 +56,17 @@ def _rss_kb(field: str) -> int:
         return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
 
 
-def case(batch_size: int, lifelong: int, repeats: int) -> Dict[str, float]:
+def case(batch_size: int, lifelong: int, repeats: int, frozen: int = 0) -> Dict[str, float]:
     """One case in this process: ms per training step and the step's peak memory."""
     from torchrec_transact import TransAct, TransActConfig
 
     torch.manual_seed(0)
     config = TransActConfig(num_action_types=8, num_items=100_000, time_window_s=0.0,
-                            lifelong_select_k=32 if lifelong else 0, lifelong_max_len=max(lifelong, 1))
+                            lifelong_select_k=32 if lifelong else 0, lifelong_max_len=max(lifelong, 1),
+                            lifelong_frozen_items=bool(frozen))
     module = TransAct(config).train()
+    if frozen:
+        module.load_lifelong_items(torch.randn(config.num_items, config.item_embedding_dim))
     kjt = _kjt(batch_size, lifelong, torch.Generator().manual_seed(0))
 
     def step() -> None:
@@ -127,11 +132,13 @@ def run(batch_sizes: List[int], lifelong: int, repeats: int) -> Dict[str, object
     }
     for batch_size in batch_sizes:
         entry = {}
-        for name, length in (("realtime_only", 0), ("lifelong", lifelong)):
-            out = subprocess.run([sys.executable, __file__, "--child", str(batch_size), str(length), str(repeats)],
-                                 capture_output=True, text=True, check=True)
+        for name, length, frozen in (("realtime_only", 0, 0), ("lifelong", lifelong, 0),
+                                     ("lifelong_frozen", lifelong, 1)):
+            out = subprocess.run([sys.executable, __file__, "--child", str(batch_size), str(length), str(repeats),
+                                  str(frozen)], capture_output=True, text=True, check=True)
             entry[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        entry["step_ratio"] = entry["lifelong"]["train_step_ms"] / entry["realtime_only"]["train_step_ms"]
+        for name in ("lifelong", "lifelong_frozen"):
+            entry[f"{name}_step_ratio"] = entry[name]["train_step_ms"] / entry["realtime_only"]["train_step_ms"]
         result[f"batch_{batch_size}"] = entry
     return result
 
@@ -141,7 +148,7 @@ def main() -> None:
     parser.add_argument("--lifelong", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 16, 1,000 lifelong actions, 2 repeats")
-    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(case(*args.child)))

@@ -275,3 +275,73 @@ def test_session_log_lifelong_sequence_is_the_users_past(data_dir: str) -> None:
     assert life.values()[:n].tolist() == expected.tolist()
     ages = life.weights()[:n]
     assert (ages[1:] >= ages[:-1]).all()
+
+
+def test_frozen_lifelong_table_selects_by_its_vectors_and_takes_no_gradient() -> None:
+    """lifelong_frozen_items: the lifelong ids leave the trained table; the model equals a
+    shared-table model whose trained item vectors are the frozen (dequantised) ones, and
+    in training no gradient reaches the rows only the lifelong sequence uses."""
+    torch.manual_seed(0)
+    shared = TransAct(_config(lifelong_select_k=3)).eval()
+    frozen = TransAct(_config(lifelong_select_k=3, lifelong_frozen_items=True)).eval()
+    assert frozen.item_embedding_collection.embedding_configs()[0].feature_names == ["item_id", "candidate_item_id"]
+    missing, unexpected = frozen.load_state_dict(shared.state_dict(), strict=False)
+    assert sorted(missing) == ["lifelong_items.codes", "lifelong_items.offset", "lifelong_items.scale"]
+    assert not unexpected
+    vectors = torch.randn(NUM_ITEMS, 32)
+    frozen.load_lifelong_items(vectors)
+    table = frozen.lifelong_items.dequantize()
+    step = frozen.lifelong_items.scale.float()[:, None]
+    assert ((table - vectors).abs() <= step / 2 + 1e-6).all()
+    with torch.no_grad():  # both trained tables hold the frozen vectors
+        shared.item_table.copy_(table)
+        frozen.item_table.copy_(table)
+    features = _features([3, 2, 0], [9, 4, 5], None)
+    assert_close(frozen(features), shared(features))
+    # Other frozen vectors select (and encode) other lifelong actions; the trained table
+    # still encodes the realtime actions and the candidate.
+    frozen.load_lifelong_items(torch.randn(NUM_ITEMS, 32))
+    assert not torch.allclose(frozen(features), shared(features))
+
+    frozen.train()
+    frozen(features).sum().backward()
+    grad = frozen.item_table.grad
+    jts = features.to_dict()
+    trained = torch.cat([jts["item_id"].values(), jts["candidate_item_id"].values()]).unique()
+    only_lifelong = torch.tensor(sorted(set(jts["lifelong_item_id"].values().tolist()) - set(trained.tolist())))
+    assert only_lifelong.numel() > 0 and (grad[only_lifelong] == 0).all()
+    assert grad[trained].abs().sum() > 0
+    assert all(not b.requires_grad for b in frozen.lifelong_items.buffers())
+    with pytest.raises(ValueError, match="lifelong_select_k > 0"):
+        _config(lifelong_frozen_items=True)
+    with pytest.raises(ValueError, match="no frozen lifelong table"):
+        shared.load_lifelong_items(vectors)
+
+
+def test_training_with_a_frozen_lifelong_table(tmp_path) -> None:
+    """--lifelong-items: the data's item vectors or a .pt file, stored int8 in the
+    checkpoint; serving loads them with the model; wrong shapes are refused."""
+    from helpers import assert_one_line_exit
+    from torchrec_transact.serving import Predictor
+    from torchrec_transact.train import main
+
+    small = ["--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
+             "--eval-batches", "2", "--log-interval", "5", "--eval-interval", "0", "--steps", "6",
+             "--lifelong-history", "60", "--lifelong-select-k", "4"]
+    results = main(small + ["--lifelong-items", "data", "--output-dir", str(tmp_path / "data")])
+    assert 0.0 < results["transact"]["auc-save"] < 1.0
+    predictor = Predictor.from_checkpoint(str(tmp_path / "data"))
+    frozen = predictor.model.sequence_encoder.lifelong_items
+    assert frozen is not None and frozen.codes.dtype == torch.uint8 and frozen.scale.abs().sum() > 0
+
+    config = predictor.sequence_config
+    vectors = torch.randn(config.num_items, config.item_embedding_dim)
+    path = tmp_path / "items.pt"
+    torch.save(vectors, path)
+    main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "file")])
+    loaded = Predictor.from_checkpoint(str(tmp_path / "file")).model.sequence_encoder.lifelong_items
+    assert ((loaded.dequantize() - vectors).abs() <= loaded.scale.float()[:, None] / 2 + 1e-6).all()
+    torch.save(vectors[:5], path)
+    assert_one_line_exit(lambda: main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "bad")]),
+                         2, "expected a [")
+    assert_one_line_exit(lambda: main(small[:-2] + ["--lifelong-items", "data"]), 2, "--lifelong-select-k > 0")

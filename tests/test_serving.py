@@ -427,17 +427,21 @@ def test_int8_item_vectors_score_within_tolerance_and_export(tmp_path) -> None:
     torch.testing.assert_close(torch.export.load(path).module()(*inputs), int8.score_prepared(prepared))
 
 
-@pytest.mark.parametrize("impressions", [False, True])
-def test_lifelong_serving_equals_the_model_forward(impressions: bool) -> None:
+@pytest.mark.parametrize("impressions,frozen", [(False, False), (True, False), (False, True)])
+def test_lifelong_serving_equals_the_model_forward(impressions: bool, frozen: bool) -> None:
     """TransAct V2 served per request (the lifelong sequence looked up once, the nearest
-    actions selected per candidate) equals the model's forward on the repeated batch;
-    leaked, unknown and future events are dropped and counted."""
+    actions selected per candidate, by the frozen table's vectors when there is one)
+    equals the model's forward on the repeated batch; leaked, unknown and future events
+    are dropped and counted."""
     from torchrec_transact.data.features import UserEvents
 
-    overrides = dict(lifelong_select_k=4, lifelong_max_len=30)
+    overrides = dict(lifelong_select_k=4, lifelong_max_len=30, lifelong_frozen_items=frozen)
     if impressions:
         overrides["impression_item_feature"] = "impression_item_id"
     model = small_model("dcn", **overrides)
+    if frozen:
+        config = model.sequence_encoder.config
+        model.sequence_encoder.load_lifelong_items(torch.randn(config.num_items, config.item_embedding_dim))
     predictor = Predictor(model)
     rng = np.random.default_rng(0)
     request = _request(predictor, 12, 20)

@@ -81,6 +81,11 @@ class ModelConfig:
         LIFELONG_SELECTIONS,
     )
     lifelong_max_len: int = option(10_000, "TransAct V2: most recent lifelong actions eligible for selection")
+    lifelong_items: str = option(
+        "", "TransAct V2: frozen pretrained vectors for the lifelong items (and the candidate's, to select), row-wise "
+        "int8: 'data' (the data's item vectors; synthetic) or a .pt file of a [num_items, item_dim] tensor; empty: "
+        "the trained item table"
+    )
     impressions: bool = option(False, "TransAct V2: add the impression sequence (items shown, not engaged with)")
     next_action_loss: float = option(
         0.0, "TransAct V2: weight of the Next Action Loss (a positive example's candidate predicted from the "
@@ -118,6 +123,8 @@ class ModelConfig:
                 f"--next-action-loss needs a transformer encoder (transact, vanilla_transformer, bst, bst_action), "
                 f"not --encoder {self.encoder}"
             )
+        if self.lifelong_items and self.lifelong_select_k == 0:
+            raise ConfigError(f"--lifelong-items {self.lifelong_items}: needs a lifelong sequence, --lifelong-select-k > 0")
         if self.dcn_low_rank_dim is not None and self.dcn_low_rank_dim <= 0:
             raise ConfigError(f"--dcn-low-rank-dim {self.dcn_low_rank_dim}: must be > 0")
         try:  # the sequence encoder's own checks, on placeholder vocabularies
@@ -143,6 +150,7 @@ class ModelConfig:
             lifelong_select_k=self.lifelong_select_k,
             lifelong_selection=self.lifelong_selection,
             lifelong_max_len=self.lifelong_max_len,
+            lifelong_frozen_items=bool(self.lifelong_items),
             impression_item_feature=IMPRESSION_ITEM_FEATURE if self.impressions else None,
             next_action=self.next_action_loss > 0,
         )

@@ -43,6 +43,8 @@ from torchrec_transact.models.factory import (
     vocabulary_description,
 )
 from torchrec_transact.models.train_wrapper import TransActTrain
+from torchrec_transact.modules.config import TransActConfig
+from torchrec_transact.modules.quantized import Int8RowwiseTable
 from torchrec_transact.run_log import RunLog
 from torchrec_transact.threads import ThreadBudget
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
@@ -125,6 +127,29 @@ def task_loss(config: TrainConfig, tasks: Sequence[str]) -> WeightedMultiTaskLos
     return WeightedMultiTaskLoss(matrix, negative[0] if len(negative) == 1 else negative)
 
 
+def _lifelong_item_buffers(
+    config: TrainConfig, spec: DataSpec, encoder: TransActConfig, keys: Iterable[str]
+) -> Dict[str, torch.Tensor]:
+    """``--lifelong-items``: the frozen lifelong table's int8 buffers under their
+    state-dict ``keys``, from the data's item vectors or a ``.pt`` file."""
+    item_dim, num_items = encoder.item_embedding_dim, encoder.num_items
+    if config.lifelong_items == "data":
+        if spec.item_vectors is None:
+            raise ConfigError(f"--lifelong-items data: --data {config.data} has no item vectors; give a .pt file")
+        vectors = spec.item_vectors(item_dim)
+    else:
+        try:
+            vectors = torch.load(config.lifelong_items, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as error:
+            raise ConfigError(f"--lifelong-items {config.lifelong_items}: {error}") from None
+    if not isinstance(vectors, torch.Tensor) or tuple(vectors.shape) != (num_items, item_dim):
+        shape = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
+        raise ConfigError(f"--lifelong-items {config.lifelong_items}: {shape}, expected a [{num_items}, {item_dim}] "
+                          "tensor (the data's item vocabulary)")
+    quantised = Int8RowwiseTable(vectors).state_dict()
+    return {key: quantised[key.rsplit(".", 1)[1]] for key in keys if ".lifelong_items." in key}
+
+
 def _select_tasks(batches: Iterator[TransActBatch], columns: Optional[List[int]]) -> Iterator[TransActBatch]:
     for batch in batches:
         yield batch if columns is None else dataclasses.replace(batch, labels=batch.labels[:, columns])
@@ -194,6 +219,9 @@ def fit(
     elif config.pretrained_items and spec.item_vectors is not None and item_key is not None:
         vectors = spec.item_vectors(model.model.sequence_encoder.config.item_embedding_dim)
         load_unsharded_state_dict(dmp, {item_key: vectors}, strict=False)
+    if config.lifelong_items and resume_from is None and not config.init_from:
+        buffers = _lifelong_item_buffers(config, spec, model.model.sequence_encoder.config, dmp.state_dict())
+        load_unsharded_state_dict(dmp, buffers, strict=False)
     use_pipeline = config.pipeline != "plain"
     if rank == 0 and verbose:
         print(

@@ -55,6 +55,14 @@ class TransActConfig:
         lifelong_selection (str): ``"nearest"`` (the actions whose items are nearest to
             the candidate, by dot product; ties to the more recent) or ``"recent"`` (the
             most recent: the control).
+        lifelong_frozen_items (bool): look the lifelong items up, and the candidate for
+            the selection, in a frozen row-wise int8 table of pretrained item vectors
+            held by the encoder (``SequenceModule.load_lifelong_items``) instead of the
+            trained item table: no gradient and no optimizer work for the thousands of
+            lifelong ids of an example, a quarter of float32's memory, and a similarity
+            that means something for items the model never trained (V2's frozen
+            pretrained vectors). The realtime sequence and the candidate token keep the
+            trained table.
         impression_item_feature (Optional[str]): KJT key of the impression sequence (items
             shown and not engaged with; weights are ages); None (default): none.
         impression_max_len (int): most recent non-leakage impressions kept.
@@ -87,6 +95,7 @@ class TransActConfig:
     lifelong_max_len: int = 10_000
     lifelong_select_k: int = 0
     lifelong_selection: str = "nearest"
+    lifelong_frozen_items: bool = False
     impression_item_feature: Optional[str] = None
     impression_max_len: int = 100
     next_action: bool = False
@@ -124,6 +133,8 @@ class TransActConfig:
             raise ValueError(
                 f"lifelong_selection={self.lifelong_selection!r}, expected one of {LIFELONG_SELECTIONS}"
             )
+        if self.lifelong_frozen_items and self.lifelong_select_k == 0:
+            raise ValueError("lifelong_frozen_items needs a lifelong sequence: lifelong_select_k > 0")
         if self.side_sequences and self.action_embedding_dim == 0:
             raise ValueError(
                 "lifelong and impression sequences mark their tokens with a sequence-type "

@@ -30,6 +30,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from torchrec_transact.modules.config import TransActConfig
 from torchrec_transact.modules.masks import kept_actions, KeptActions
+from torchrec_transact.modules.quantized import Int8RowwiseTable
 
 if TYPE_CHECKING:
     from torchrec_transact.modules.arch import TransActSequenceArch
@@ -155,8 +156,9 @@ def _validate_side_sequences(jts: Dict[str, JaggedTensor], config: TransActConfi
 
 def side_item_features(config: TransActConfig) -> List[str]:
     """The item keys of TransAct V2's lifelong and impression sequences that the config
-    turns on (they share the item table)."""
-    keys = [config.lifelong_item_feature] if config.lifelong_select_k > 0 else []
+    turns on and that share the trained item table (a frozen lifelong table takes its
+    key out)."""
+    keys = [config.lifelong_item_feature] if config.lifelong_select_k > 0 and not config.lifelong_frozen_items else []
     return keys + ([config.impression_item_feature] if config.impression_item_feature is not None else [])
 
 
@@ -263,6 +265,12 @@ class SequenceModule(nn.Module):
             device=device,
         )
         self.sequence_arch = sequence_arch
+        # TransAct V2's frozen pretrained lifelong item vectors (zeros until loaded:
+        # every similarity ties, so the selection falls back to the most recent).
+        self.lifelong_items: Optional[Int8RowwiseTable] = (
+            Int8RowwiseTable(torch.zeros(config.num_items, config.item_embedding_dim, device=device))
+            if config.lifelong_frozen_items else None
+        )
 
     @property
     def output_dim(self) -> int:
@@ -296,15 +304,40 @@ class SequenceModule(nn.Module):
         config = self.config
         if not config.side_sequences:
             return self.sequence_arch(features, embeddings[config.item_feature], embeddings[config.candidate_feature])
+        lifelong = lifelong_candidates = None
+        if self.lifelong_items is not None:
+            ids = features[config.lifelong_item_feature]
+            lifelong = JaggedTensor(values=self.lifelong_items(ids.values()), lengths=ids.lengths())
+            lifelong_candidates = self.lifelong_items(features[config.candidate_feature].values())
+        elif config.lifelong_select_k > 0:
+            lifelong = embeddings[config.lifelong_item_feature]
         return self.sequence_arch(
             features,
             embeddings[config.item_feature],
             embeddings[config.candidate_feature],
-            lifelong_embeddings=embeddings[config.lifelong_item_feature] if config.lifelong_select_k > 0 else None,
+            lifelong_embeddings=lifelong,
             impression_embeddings=(
                 embeddings[config.impression_item_feature] if config.impression_item_feature is not None else None
             ),
+            lifelong_candidates=lifelong_candidates,
         )
+
+    @torch.no_grad()
+    def load_lifelong_items(self, weights: torch.Tensor) -> None:
+        """Stores pretrained item vectors, row-wise int8, as the frozen lifelong table
+        (a config with ``lifelong_frozen_items``).
+
+        Args:
+            weights (torch.Tensor): float [num_items, item_embedding_dim].
+        """
+        if self.lifelong_items is None:
+            raise ValueError("this encoder has no frozen lifelong table (lifelong_frozen_items=False)")
+        expected = (self.config.num_items, self.config.item_embedding_dim)
+        if tuple(weights.shape) != expected:
+            raise ValueError(f"lifelong item vectors have shape {tuple(weights.shape)}, expected {expected}")
+        quantised = Int8RowwiseTable(weights.to(self.lifelong_items.codes.device))
+        for name, buffer in quantised.named_buffers():
+            getattr(self.lifelong_items, name).copy_(buffer)
 
     @torch.no_grad()
     def load_item_embeddings(self, weights: torch.Tensor, freeze: bool = True) -> None:

@@ -216,6 +216,7 @@ class RequestTransAct(nn.Module):
         lifelong_action_types: Optional[torch.Tensor],
         lifelong_item_embeddings: Optional[torch.Tensor],
         impression_item_embeddings: Optional[torch.Tensor],
+        lifelong_candidate_embeddings: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """TransAct V2 for one request: each candidate's tokens are the user's realtime
         actions, the ``lifelong_select_k`` lifelong actions nearest to that candidate and
@@ -233,6 +234,9 @@ class RequestTransAct(nn.Module):
                 only (leakage out, at most ``lifelong_max_len``), most recent first.
             lifelong_item_embeddings (Optional[torch.Tensor]): [Ll, item_dim].
             impression_item_embeddings (Optional[torch.Tensor]): [Li, item_dim].
+            lifelong_candidate_embeddings (Optional[torch.Tensor]): [N, item_dim], the
+                candidates in the lifelong vectors' space (a frozen pretrained table);
+                None: ``candidate_embeddings``.
 
         Returns:
             torch.Tensor: float [N, output_dim].
@@ -249,7 +253,8 @@ class RequestTransAct(nn.Module):
         items = [item_embeddings.expand(n, -1, -1)]
         if lifelong_item_embeddings is not None and lifelong_item_embeddings.shape[0] > 0:
             assert lifelong_action_types is not None
-            chosen = _nearest_recent_first(candidate_embeddings, lifelong_item_embeddings, config.lifelong_select_k)
+            queries = candidate_embeddings if lifelong_candidate_embeddings is None else lifelong_candidate_embeddings
+            chosen = _nearest_recent_first(queries, lifelong_item_embeddings, config.lifelong_select_k)
             actions.append(arch.action_embedding(lifelong_action_types)[chosen] + types[1])
             items.append(lifelong_item_embeddings[chosen])
         if impression_item_embeddings is not None and impression_item_embeddings.shape[0] > 0:

@@ -215,22 +215,29 @@ class RequestScorer(nn.Module):
             sequence = dense.new_zeros(num_candidates, 0)
         else:
             # One lookup for the sequences and the candidates, each user item once.
-            extra = [t for t in (lifelong_item_ids, impression_item_ids) if t is not None]
+            frozen = getattr(self.model.sequence_encoder, "lifelong_items", None)
+            shared_lifelong = lifelong_item_ids if frozen is None else None
+            extra = [t for t in (shared_lifelong, impression_item_ids) if t is not None]
             ids = torch.cat([item_ids, candidate_ids, *extra])
             items = (self.int8_items(ids) if self.int8_items is not None
                      else F.embedding(ids, self.model.sequence_encoder.item_table))
             sequence_items, candidates, *extra_items = items.split(
                 [item_ids.shape[0], num_candidates, *(t.shape[0] for t in extra)])
             if self.model.sequence_encoder.config.side_sequences:
-                if not extra:
+                if lifelong_item_ids is None and impression_item_ids is None:
                     raise ValueError("a TransAct V2 model needs its lifelong or impression ids (empty tensors for none)")
                 if length is not None:  # padded realtime positions are not actions here
                     action_types, sequence_items = action_types[: int(length)], sequence_items[: int(length)]
                 sides = iter(extra_items)
-                lifelong_items = next(sides) if lifelong_item_ids is not None else None
+                lifelong_items = next(sides) if shared_lifelong is not None else None
                 impression_items = next(sides) if impression_item_ids is not None else None
+                lifelong_candidates = None
+                if frozen is not None and lifelong_item_ids is not None:  # the frozen pretrained table
+                    lifelong_items, lifelong_candidates = frozen(torch.cat([lifelong_item_ids, candidate_ids])).split(
+                        [lifelong_item_ids.shape[0], num_candidates])
                 sequence = self.request_encoder.with_side_sequences(
-                    action_types, sequence_items, candidates, lifelong_action_types, lifelong_items, impression_items)
+                    action_types, sequence_items, candidates, lifelong_action_types, lifelong_items, impression_items,
+                    lifelong_candidates)
             elif self._compiled is not None:
                 sequence = self._compiled(self.request_encoder, action_types, sequence_items, candidates, length)
             else:
