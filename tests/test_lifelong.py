@@ -176,7 +176,7 @@ def test_training_with_lifelong_and_impressions(tmp_path) -> None:
 
     small = ["--batch-size", "100", "--max-seq-len", "20", "--latest-k", "3", "--embedding-dim", "8",
              "--eval-batches", "2", "--log-interval", "5", "--eval-interval", "0", "--steps", "10"]
-    results = main(small + ["--lifelong-history", "80", "--synthetic-impressions", "10", "--lifelong-select-k", "8",
+    results = main(small + ["--lifelong-history", "80", "--impression-history", "10", "--lifelong-select-k", "8",
                             "--impressions", "--output-dir", str(tmp_path / "v2")])
     assert 0.0 < results["transact"]["auc-save"] < 1.0
     assert_one_line_exit(lambda: main(small + ["--lifelong-select-k", "8"]), 2, "--lifelong-select-k needs")
@@ -286,13 +286,14 @@ def test_frozen_lifelong_table_selects_by_its_vectors_and_takes_no_gradient() ->
     frozen = TransAct(_config(lifelong_select_k=3, lifelong_frozen_items=True)).eval()
     assert frozen.item_embedding_collection.embedding_configs()[0].feature_names == ["item_id", "candidate_item_id"]
     missing, unexpected = frozen.load_state_dict(shared.state_dict(), strict=False)
-    assert sorted(missing) == ["lifelong_items.codes", "lifelong_items.offset", "lifelong_items.scale"]
-    assert not unexpected
+    assert missing == ["lifelong_items.embeddings.transact_lifelong_items.weight"] and not unexpected
+    weight = frozen.lifelong_items.state_dict()["embeddings.transact_lifelong_items.weight"]
+    assert weight.dtype == torch.uint8 and not weight.requires_grad
     vectors = torch.randn(NUM_ITEMS, 32)
     frozen.load_lifelong_items(vectors)
-    table = frozen.lifelong_items.dequantize()
-    step = frozen.lifelong_items.scale.float()[:, None]
-    assert ((table - vectors).abs() <= step / 2 + 1e-6).all()
+    table = _frozen_vectors(frozen)
+    step = (vectors.amax(1) - vectors.amin(1))[:, None] / 255  # row-wise int8: within a step
+    assert ((table - vectors).abs() <= step).all()
     with torch.no_grad():  # both trained tables hold the frozen vectors
         shared.item_table.copy_(table)
         frozen.item_table.copy_(table)
@@ -306,16 +307,24 @@ def test_frozen_lifelong_table_selects_by_its_vectors_and_takes_no_gradient() ->
     frozen.train()
     frozen(features).sum().backward()
     grad = frozen.item_table.grad
+    assert all(p is not weight for p in frozen.parameters())
     jts = features.to_dict()
     trained = torch.cat([jts["item_id"].values(), jts["candidate_item_id"].values()]).unique()
     only_lifelong = torch.tensor(sorted(set(jts["lifelong_item_id"].values().tolist()) - set(trained.tolist())))
     assert only_lifelong.numel() > 0 and (grad[only_lifelong] == 0).all()
     assert grad[trained].abs().sum() > 0
-    assert all(not b.requires_grad for b in frozen.lifelong_items.buffers())
     with pytest.raises(ValueError, match="lifelong_select_k > 0"):
         _config(lifelong_frozen_items=True)
     with pytest.raises(ValueError, match="no frozen lifelong table"):
         shared.load_lifelong_items(vectors)
+
+
+def _frozen_vectors(encoder: TransAct) -> torch.Tensor:
+    """Every row of an encoder's frozen lifelong table, dequantised."""
+    ids = torch.arange(encoder.config.num_items)
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["lifelong_item_id", "candidate_item_id"], values=ids,
+                                              lengths=torch.tensor([ids.numel(), 0]))
+    return encoder.lifelong_items(kjt)["lifelong_item_id"].values()
 
 
 def test_training_with_a_frozen_lifelong_table(tmp_path) -> None:
@@ -331,17 +340,94 @@ def test_training_with_a_frozen_lifelong_table(tmp_path) -> None:
     results = main(small + ["--lifelong-items", "data", "--output-dir", str(tmp_path / "data")])
     assert 0.0 < results["transact"]["auc-save"] < 1.0
     predictor = Predictor.from_checkpoint(str(tmp_path / "data"))
-    frozen = predictor.model.sequence_encoder.lifelong_items
-    assert frozen is not None and frozen.codes.dtype == torch.uint8 and frozen.scale.abs().sum() > 0
+    assert _frozen_vectors(predictor.model.sequence_encoder).abs().sum() > 0  # loaded, not the zeros
 
     config = predictor.sequence_config
     vectors = torch.randn(config.num_items, config.item_embedding_dim)
     path = tmp_path / "items.pt"
     torch.save(vectors, path)
     main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "file")])
-    loaded = Predictor.from_checkpoint(str(tmp_path / "file")).model.sequence_encoder.lifelong_items
-    assert ((loaded.dequantize() - vectors).abs() <= loaded.scale.float()[:, None] / 2 + 1e-6).all()
+    loaded = _frozen_vectors(Predictor.from_checkpoint(str(tmp_path / "file")).model.sequence_encoder)
+    assert ((loaded - vectors).abs() <= (vectors.amax(1) - vectors.amin(1))[:, None] / 255).all()
     torch.save(vectors[:5], path)
     assert_one_line_exit(lambda: main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "bad")]),
                          2, "expected a [")
     assert_one_line_exit(lambda: main(small[:-2] + ["--lifelong-items", "data"]), 2, "--lifelong-select-k > 0")
+
+
+def test_taobao_category_vectors_cluster_items_by_category(data_dir: str) -> None:
+    """--lifelong-items category: a log with a category column gives every item a vector
+    near its category's centroid (Taobao), covering items the model never trains."""
+    import os
+
+    import numpy as np
+
+    from torchrec_transact.config import TrainConfig
+    from torchrec_transact.data.action_logs import load_preset
+    from torchrec_transact.trainer import open_run_data
+
+    path = os.path.join(data_dir, "taobao_user_behavior", "UserBehavior.csv")
+    spec = open_run_data(TrainConfig(data="taobao", data_path=path))
+    vectors = spec.category_vectors(16)
+    assert vectors.shape == (spec.num_items, 16)
+
+    log, _ = load_preset("taobao", path)
+    items, categories = log.items, log.categoricals["candidate_category"]
+    first = np.unique(items, return_index=True)[1][:300]
+    a, c = torch.from_numpy(items[first]), torch.from_numpy(categories[first])
+    distance = torch.cdist(vectors[a], vectors[a])
+    same_category = c[:, None] == c[None, :]
+    off_diagonal = ~torch.eye(a.numel(), dtype=torch.bool)
+    assert (same_category & off_diagonal).any()
+    # Centroid plus noise 0.3 per coordinate: pairs within a category are about 0.3 * 2^0.5
+    # per coordinate apart, pairs across categories about 1.04 * 2^0.5.
+    assert distance[same_category & off_diagonal].mean() < 0.4 * distance[~same_category].mean()
+    assert spec.item_vectors is None  # a log has no pretrained vectors of its own
+    synthetic = open_run_data(TrainConfig())
+    assert synthetic.category_vectors is None and synthetic.item_vectors is not None
+
+
+def test_mind_impression_sequence_is_the_users_earlier_unclicked_articles(data_dir: str, tmp_path) -> None:
+    """--impression-history on MIND: a request's impressions are the articles shown to the
+    user in earlier rows and not clicked, most recent first, ages positive; the realtime
+    keys are unchanged; a model trains on them end to end."""
+    import os
+
+    import numpy as np
+
+    from torchrec_transact.data.action_logs import load_preset
+    from torchrec_transact.train import main
+
+    path = os.path.join(data_dir, "mind_small_5k", "behaviors.tsv")
+    _, plain = load_preset("mind", path)
+    log, shown = load_preset("mind", path, impression_len=20)
+    users, counts = np.unique(shown.request_user, return_counts=True)
+    repeat = users[counts >= 3]
+    assert repeat.size > 0
+    rows = np.flatnonzero(shown.request_user == repeat[0])
+    rows = rows[np.argsort(shown.request_time[rows], kind="stable")]
+    r = int(rows[-1])
+    expected, times = [], []
+    for q in rows[:-1]:
+        if shown.request_time[q] < shown.request_time[r]:
+            span = slice(shown._candidate_start[q], shown._candidate_start[q + 1])
+            expected.append(log.candidates[span][~log.clicked[span]])
+            times.append(np.full(expected[-1].size, shown.request_time[q]))
+    items, stamps = np.concatenate(expected), np.concatenate(times)
+    expected_items = items[np.argsort(-stamps, kind="stable")][:20]
+    assert expected_items.size > 0
+    a, b = plain.batch([r]), shown.batch([r])
+    for key in ("action_type", "item_id", "candidate_item_id"):
+        assert torch.equal(a.sequence_features[key].values(), b.sequence_features[key].values())
+    impressions = b.sequence_features["impression_item_id"]
+    n = int(impressions.lengths()[0])
+    assert impressions.values()[:n].tolist() == expected_items.tolist()
+    ages = impressions.weights()[:n]
+    assert (ages > 0).all() and (ages[1:] >= ages[:-1]).all()
+    assert (impressions.lengths() == n).all()  # the same sequence for every candidate
+
+    results = main(["--data", "mind", "--data-path", path, "--batch-size", "200", "--max-seq-len", "10",
+                    "--latest-k", "2", "--embedding-dim", "8", "--steps", "4", "--eval-batches", "2",
+                    "--eval-interval", "0", "--impression-history", "20", "--impressions",
+                    "--output-dir", str(tmp_path)])
+    assert 0.0 < results["transact"]["auc-click"] < 1.0

@@ -83,8 +83,8 @@ class ModelConfig:
     lifelong_max_len: int = option(10_000, "TransAct V2: most recent lifelong actions eligible for selection")
     lifelong_items: str = option(
         "", "TransAct V2: frozen pretrained vectors for the lifelong items (and the candidate's, to select), row-wise "
-        "int8: 'data' (the data's item vectors; synthetic) or a .pt file of a [num_items, item_dim] tensor; empty: "
-        "the trained item table"
+        "int8: 'data' (the data's item vectors; synthetic), 'category' (clustered by each item's category; Taobao) "
+        "or a .pt file of a [num_items, item_dim] tensor; empty: the trained item table"
     )
     impressions: bool = option(False, "TransAct V2: add the impression sequence (items shown, not engaged with)")
     next_action_loss: float = option(
@@ -178,7 +178,11 @@ class TrainConfig(ModelConfig):
         0, "lifelong actions per request in the data (TransAct V2): synthetic data's (with dormant interests), or a "
         "session log's events before the request, most recent first (0: none)"
     )
-    synthetic_impressions: int = option(0, "synthetic data: impressions per request (0: none)")
+    impression_history: int = option(
+        0, "impressions per request in the data (TransAct V2): synthetic data's (ignored categories), or a log's items "
+        "shown to the user before the request and not engaged with (MIND: earlier rows' unclicked articles; an event "
+        "log: earlier rows without an action), the N most recent (0: none)"
+    )
     adaptive_threads: bool = option(
         False, "CPU: set the intra-op threads each step to the cores other processes leave free"
     )
@@ -236,16 +240,16 @@ class TrainConfig(ModelConfig):
                 f"--train-fraction {self.train_fraction}, --valid-fraction {self.valid_fraction}: need 0 < train "
                 "and train + valid < 1 (the rest evaluates)"
             )
-        if self.synthetic_impressions and self.data != "synthetic":
-            raise ConfigError("--synthetic-impressions applies to --data synthetic only")
+        if self.impression_history and self.data in ("criteo", "prepared"):
+            raise ConfigError(f"--impression-history: --data {self.data} has no impressions (synthetic data and logs "
+                              "have)")
         if self.lifelong_history and self.data in ("criteo", "mind", "prepared"):
             raise ConfigError(f"--lifelong-history: --data {self.data} has no lifelong history (synthetic data and "
                               "session logs have)")
         if self.lifelong_select_k > 0 and not self.lifelong_history:
             raise ConfigError("--lifelong-select-k needs lifelong histories in the data: --lifelong-history N")
-        if self.impressions and not (self.data == "synthetic" and self.synthetic_impressions):
-            raise ConfigError("--impressions needs that sequence in the data; for now only --data synthetic has it "
-                              "(--synthetic-impressions N)")
+        if self.impressions and not self.impression_history:
+            raise ConfigError("--impressions needs impressions in the data: --impression-history N")
         if self.early_stopping and not self.eval_interval:
             raise ConfigError("--early-stopping needs --eval-interval > 0 (it counts validations)")
         if self.resume and self.init_from:

@@ -44,7 +44,7 @@ from torchrec_transact.models.factory import (
 )
 from torchrec_transact.models.train_wrapper import TransActTrain
 from torchrec_transact.modules.config import TransActConfig
-from torchrec_transact.modules.quantized import Int8RowwiseTable
+from torchrec_transact.modules.sequence import frozen_item_collection
 from torchrec_transact.run_log import RunLog
 from torchrec_transact.threads import ThreadBudget
 from torchrec_transact.sharding import load_unsharded_state_dict, shard_model
@@ -72,7 +72,7 @@ def open_run_data(config: TrainConfig) -> DataSpec:
             max_request_size=config.max_request_size, train_fraction=config.train_fraction,
             valid_fraction=config.valid_fraction, min_id_count=config.min_id_count,
             data_workers=config.data_workers, lifelong_len=config.lifelong_history,
-            impression_len=config.synthetic_impressions,
+            impression_len=config.impression_history,
         ),
     )
 
@@ -130,13 +130,17 @@ def task_loss(config: TrainConfig, tasks: Sequence[str]) -> WeightedMultiTaskLos
 def _lifelong_item_buffers(
     config: TrainConfig, spec: DataSpec, encoder: TransActConfig, keys: Iterable[str]
 ) -> Dict[str, torch.Tensor]:
-    """``--lifelong-items``: the frozen lifelong table's int8 buffers under their
-    state-dict ``keys``, from the data's item vectors or a ``.pt`` file."""
+    """``--lifelong-items``: the frozen lifelong table's int8 weight under its state-dict
+    key (among ``keys``), from the data's item vectors, its item categories or a ``.pt``
+    file."""
     item_dim, num_items = encoder.item_embedding_dim, encoder.num_items
-    if config.lifelong_items == "data":
-        if spec.item_vectors is None:
-            raise ConfigError(f"--lifelong-items data: --data {config.data} has no item vectors; give a .pt file")
-        vectors = spec.item_vectors(item_dim)
+    if config.lifelong_items in ("data", "category"):
+        make = spec.item_vectors if config.lifelong_items == "data" else spec.category_vectors
+        if make is None:
+            what = "item vectors" if config.lifelong_items == "data" else "item category column"
+            raise ConfigError(f"--lifelong-items {config.lifelong_items}: --data {config.data} has no {what}; "
+                              "give a .pt file")
+        vectors = make(item_dim)
     else:
         try:
             vectors = torch.load(config.lifelong_items, map_location="cpu", weights_only=True)
@@ -146,8 +150,8 @@ def _lifelong_item_buffers(
         shape = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
         raise ConfigError(f"--lifelong-items {config.lifelong_items}: {shape}, expected a [{num_items}, {item_dim}] "
                           "tensor (the data's item vocabulary)")
-    quantised = Int8RowwiseTable(vectors).state_dict()
-    return {key: quantised[key.rsplit(".", 1)[1]] for key in keys if ".lifelong_items." in key}
+    quantised = frozen_item_collection(encoder, vectors.float()).state_dict()
+    return {key: quantised[key.split(".lifelong_items.", 1)[1]] for key in keys if ".lifelong_items." in key}
 
 
 def _select_tasks(batches: Iterator[TransActBatch], columns: Optional[List[int]]) -> Iterator[TransActBatch]:

@@ -54,7 +54,7 @@ CRITEO: Tuple[Variant, ...] = (
 )
 # TransAct V2 on synthetic data with a lifelong history (dormant interests that return)
 # and impressions; every row reads the same data, the first ignores the extra keys.
-V2_DATA = {"lifelong_history": 500, "synthetic_impressions": 50}
+V2_DATA = {"lifelong_history": 500, "impression_history": 50}
 V2: Tuple[Variant, ...] = (
     Variant("v2_realtime", dict(V2_DATA), "TransAct, realtime only"),
     Variant("v2_lifelong_nearest", {**V2_DATA, "lifelong_select_k": 32}, "+ 32 lifelong actions nearest the candidate"),
@@ -72,9 +72,22 @@ V2_LOG: Tuple[Variant, ...] = (
             "+ 32 lifelong actions nearest the candidate"),
     Variant("v2_log_recent", {"lifelong_history": 1000, "lifelong_select_k": 32, "lifelong_selection": "recent"},
             "+ the 32 most recent lifelong actions (control)"),
+    # Selected by frozen vectors clustered by item category (a log with a category
+    # column, Taobao): the similarity holds for items the model never trained.
+    Variant("v2_log_nearest_category", {"lifelong_history": 1000, "lifelong_select_k": 32,
+                                        "lifelong_items": "category"},
+            "+ 32 lifelong actions nearest by frozen category vectors"),
+    Variant("v2_log_next_action", {"lifelong_history": 1000, "lifelong_select_k": 32, "next_action_loss": 0.1},
+            "+ 32 lifelong nearest, + Next Action Loss (weight 0.1)"),
+)
+# Impressions on a log (MIND: the articles shown to the user in earlier rows and not
+# clicked); both rows read them, the first ignores them.
+V2_IMPRESSIONS: Tuple[Variant, ...] = (
+    Variant("v2_log_no_impressions", {"impression_history": 50}, "TransAct, realtime only"),
+    Variant("v2_log_impressions", {"impression_history": 50, "impressions": True}, "+ 50 earlier impressions"),
 )
 BASELINE = "avg_pool"
-ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO + V2 + V2_LOG}
+ALL_VARIANTS: Dict[str, Variant] = {v.name: v for v in ENCODERS + PARTS + CRITEO + V2 + V2_LOG + V2_IMPRESSIONS}
 
 # `--data all`, and where the data folder holds each real sample (the layout of shared/data).
 DATASETS = ("synthetic", "movielens", "criteo")

@@ -26,12 +26,14 @@ period: settings and early stopping are chosen there), the rest evaluate.
 """
 
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE, TransActBatch
+from torchrec_transact.data.batch import (
+    CANDIDATE_ITEM_FEATURE, IMPRESSION_ITEM_FEATURE, LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE, TransActBatch,
+)
 from torchrec_transact.data.event_format import EventFormat
 from torchrec_transact.data.event_log import EventLog, ImpressionLog, preset_for_file, read_event_log, read_impression_log
 from torchrec_transact.data.features import most_recent, RequestFeatureProcessor, UserEvents
@@ -54,6 +56,20 @@ def span_positions(starts: np.ndarray, requests: Sequence[int]) -> np.ndarray:
     """Positions ``starts[r]:starts[r + 1]`` of each of ``requests``, in order (int64)."""
     parts = [np.arange(starts[r], starts[r + 1]) for r in requests]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _side_values(
+    sequences: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], per_request: torch.Tensor, keys: Tuple[str, ...]
+) -> SideSequenceValues:
+    """Per-request (action types, items, ages) repeated for each candidate, under
+    ``keys``: (action, item) for a lifelong sequence, (item,) for impressions."""
+    index, lengths = repeat_per_candidate(torch.tensor([s[0].size for s in sequences]), per_request)
+
+    def flat(column: int) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([s[column] for s in sequences]))[index]
+
+    values = (flat(0), flat(1)) if len(keys) == 2 else (flat(1),)
+    return SideSequenceValues(keys, values, flat(2), lengths)
 
 
 def task_matrix(fmt: EventFormat) -> np.ndarray:
@@ -111,8 +127,10 @@ class LogRequests:
             return np.flatnonzero(times >= self.valid_cut)
         raise ValueError(f"split {name!r}: expected one of {list(SPLITS)}")
 
-    # TransAct V2: lifelong actions per request (0: none); open_log(lifelong_len=...).
+    # TransAct V2: lifelong actions and impressions per request (0: none);
+    # open_log(lifelong_len=..., impression_len=...).
     lifelong_len: int = 0
+    impression_len: int = 0
 
     def history(self, request: int) -> UserEvents:
         raise NotImplementedError
@@ -122,15 +140,30 @@ class LogRequests:
         ``lifelong_len`` most recent); None where the log has no such history."""
         return None
 
+    def impression_history(self, request: int) -> Optional[UserEvents]:
+        """Items shown to the user before the request and not engaged with (at least the
+        ``impression_len`` most recent); None where the log has no impressions."""
+        return None
+
     def lifelong_sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Each request's lifelong sequence: action types, item ids and ages (s), the
         ``lifelong_len`` most recent events before the request, most recent first."""
+        return self._recent(requests, self.lifelong_history, self.lifelong_len, "lifelong history")
+
+    def impression_sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each request's impression sequence, as :meth:`lifelong_sequences` (action types
+        are zeros)."""
+        return self._recent(requests, self.impression_history, self.impression_len, "impressions")
+
+    def _recent(
+        self, requests: Sequence[int], history: Callable[[int], Optional[UserEvents]], count: int, what: str
+    ) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
         for r in requests:
-            events = self.lifelong_history(r)
+            events = history(r)
             if events is None:
-                raise ValueError(f"{type(self).__name__} has no lifelong history")
-            order = most_recent(events, self.request_time[r], self.lifelong_len)
+                raise ValueError(f"{type(self).__name__} has no {what}")
+            order = most_recent(events, self.request_time[r], count)
             out.append((events.action_types[order], events.item_ids[order],
                         (self.request_time[r] - events.timestamps[order]).astype(np.float32)))
         return out
@@ -160,16 +193,14 @@ class LogRequests:
             return torch.from_numpy(np.concatenate([s[column] for s in sequences]))[index]
 
         sequence = sequence_kjt(flat(0), flat(1), flat(2), lengths, torch.from_numpy(items))
+        sides = []
         if self.lifelong_len > 0:
-            lifelong = self.lifelong_sequences(requests)
-            index, lengths = repeat_per_candidate(torch.tensor([s[0].size for s in lifelong]), per_request)
-
-            def flat_lifelong(column: int) -> torch.Tensor:
-                return torch.from_numpy(np.concatenate([s[column] for s in lifelong]))[index]
-
-            sequence = with_side_sequences(sequence, [SideSequenceValues(
-                (LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE), (flat_lifelong(0), flat_lifelong(1)),
-                flat_lifelong(2), lengths)])
+            sides.append(_side_values(self.lifelong_sequences(requests), per_request,
+                                      (LIFELONG_ACTION_FEATURE, LIFELONG_ITEM_FEATURE)))
+        if self.impression_len > 0:
+            sides.append(_side_values(self.impression_sequences(requests), per_request, (IMPRESSION_ITEM_FEATURE,)))
+        if sides:
+            sequence = with_side_sequences(sequence, sides)
         users = np.repeat(self.request_user[np.asarray(requests, dtype=np.int64)], per_request.numpy())
         sparse = categorical_kjt(self.sparse_features, torch.from_numpy(np.stack([users, items, *categoricals], 1)))
         return TransActBatch(
@@ -269,6 +300,8 @@ class SessionRequests(LogRequests):
         row, action = np.nonzero(log.action_mask[order])
         self._event_row, self._event_action = row, action
         self._event_item, self._event_time = log.items[order][row], times[row]
+        # Rows without an action: shown, not engaged with (TransAct V2's impressions).
+        self._shown_row = np.flatnonzero(~log.action_mask[order].any(axis=1))
         self._cut()
 
     @property
@@ -282,6 +315,12 @@ class SessionRequests(LogRequests):
 
     def lifelong_history(self, request: int) -> UserEvents:
         return self._events_before(request, self.lifelong_len)
+
+    def impression_history(self, request: int) -> UserEvents:
+        """The user's last ``impression_len`` rows without an action before the session."""
+        lo, hi = np.searchsorted(self._shown_row, [self.history_start[request], self.request_start[request]])
+        rows = self._order[self._shown_row[max(lo, hi - self.impression_len):hi]]
+        return UserEvents(self.log.timestamps[rows], np.zeros(rows.size, dtype=np.int64), self.log.items[rows])
 
     def _events_before(self, request: int, count: int) -> UserEvents:
         """The user's last ``count`` actions before the request's session, counted in
@@ -319,12 +358,43 @@ class ImpressionRequests(LogRequests):
         self._history_action = names.index(log.format.history_action)
         # A clicked impression is the impression action: positive for the tasks it is in.
         self._clicked_labels = self._tasks[:, names.index(log.format.impression_action)]
+        self._shown: Optional[Tuple[np.ndarray, ...]] = None  # impression_history(), built on first use
         self._cut()
 
     def history(self, request: int) -> UserEvents:
         items = self.log.history[self._history_start[request] : self._history_start[request + 1]]
         ages = self.log.format.history_age_s + np.arange(items.size)[::-1]  # oldest first
         return UserEvents(self.request_time[request] - ages, np.full(items.size, self._history_action), items)
+
+    def impression_history(self, request: int) -> UserEvents:
+        """The items shown to the user in earlier rows and not clicked (the last
+        ``impression_len`` of them)."""
+        if self._shown is None:
+            self._shown = self._unclicked_by_user()
+        position, first, start, times, items = self._shown
+        p = position[request]
+        lo, hi = start[first[p]], start[p]
+        lo = max(lo, hi - self.impression_len)
+        return UserEvents(times[lo:hi], np.zeros(hi - lo, dtype=np.int64), items[lo:hi])
+
+    def _unclicked_by_user(self) -> Tuple[np.ndarray, ...]:
+        """Every row's unclicked items, rows ordered by user then time: each row's sorted
+        position, the sorted position of its user's first row, where each sorted row's
+        items start, and the items' times and ids."""
+        order = np.lexsort((self.request_time, self.request_user))
+        n = order.size
+        spans = span_positions(self._candidate_start, order)
+        unclicked = ~self.log.clicked[spans]
+        sorted_row = np.repeat(np.arange(n), self.request_size[order])[unclicked]
+        users = self.request_user[order]
+        new_user = np.ones(n, dtype=bool)
+        new_user[1:] = users[1:] != users[:-1]
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        return (position, np.maximum.accumulate(np.where(new_user, np.arange(n), 0)),
+                np.searchsorted(sorted_row, np.arange(n + 1)),
+                np.repeat(self.request_time[order], self.request_size[order])[unclicked],
+                self.log.candidates[spans][unclicked])
 
     def candidates(self, requests: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
         spans = span_positions(self._candidate_start, requests)
@@ -334,17 +404,21 @@ class ImpressionRequests(LogRequests):
 
 def open_log(
     fmt: EventFormat, path: str, skip_bad_rows: bool = False, session_gap_s: float = 3600.0,
-    max_request_size: Optional[int] = None, min_id_count: int = 1, lifelong_len: int = 0, **split_args: object,
+    max_request_size: Optional[int] = None, min_id_count: int = 1, lifelong_len: int = 0, impression_len: int = 0,
+    **split_args: object,
 ) -> Tuple[object, LogRequests]:
     """Reads a log in ``fmt`` and builds its requests: (the log, its requests).
     ``min_id_count`` > 1: ids seen fewer times in the training requests share the
     out-of-vocabulary row (:func:`keep_frequent_ids`). ``lifelong_len`` > 0: each batch
-    also carries every request's lifelong sequence (TransAct V2; session logs only)."""
+    also carries every request's lifelong sequence (TransAct V2; session logs only);
+    ``impression_len`` > 0: its impressions (an impression log's earlier unclicked
+    items, a session log's earlier rows without an action)."""
     if fmt.is_impression_log and lifelong_len:
         raise ValueError("an impression log has no lifelong history (its histories are the realtime sequences)")
     if fmt.is_impression_log:
         impressions = read_impression_log(path, fmt, skip_bad_rows)
         requests: LogRequests = ImpressionRequests(impressions, **split_args)  # type: ignore[arg-type]
+        requests.impression_len = impression_len
         if min_id_count > 1:
             keep_frequent_ids(impressions, requests, min_id_count)
         return impressions, requests
@@ -354,7 +428,7 @@ def open_log(
         return SessionRequests(log, session_gap_s=session_gap_s, max_request_size=max_request_size, **split_args)  # type: ignore[arg-type]
 
     requests = sessions()
-    requests.lifelong_len = lifelong_len
+    requests.lifelong_len, requests.impression_len = lifelong_len, impression_len
     if min_id_count > 1:
         keep_frequent_ids(log, requests, min_id_count)
     return log, requests

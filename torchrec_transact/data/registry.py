@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from torchrec_transact.data.batch import CANDIDATE_ITEM_FEATURE, TransActBatch
@@ -67,6 +68,10 @@ class DataSpec(ModelSpec):
             this rank's evaluation batches.
         item_vectors (Optional[Callable[[int], torch.Tensor]]): ``dim`` -> pretrained
             item vectors [num_items, dim], when the source has them.
+        category_vectors (Optional[Callable[[int], torch.Tensor]]): ``dim`` -> content
+            vectors [num_items, dim] made from each item's category (a random centroid
+            per category plus noise), when the source has a category column (Taobao):
+            a stand-in for pretrained vectors that covers items the model never trains.
         batch_multiple (int): batch sizes must be a multiple of this (whole requests).
         report (Dict[str, int]): what the reader counted: rows read, rows skipped or
             repaired by kind (logged with every run).
@@ -81,6 +86,7 @@ class DataSpec(ModelSpec):
     train: Callable[[int, int, int], Iterator[TransActBatch]]
     evaluation: Callable[[int, int], List[TransActBatch]]
     item_vectors: Optional[Callable[[int], torch.Tensor]] = None
+    category_vectors: Optional[Callable[[int], torch.Tensor]] = None
     batch_multiple: int = 1
     report: Dict[str, int] = dataclasses.field(default_factory=dict)
     validation: Optional[Callable[[int, int], List[TransActBatch]]] = None
@@ -110,8 +116,9 @@ class DataOptions:
         train_fraction, valid_fraction (float): logs: the time split (the rest evaluates).
         min_id_count (int): logs: ids seen fewer times in training share the unknown row.
         data_workers (int): prepared folders: data-loader processes per rank (0: none).
-        lifelong_len (int): synthetic data: lifelong actions per request (0: none).
-        impression_len (int): synthetic data: impressions per request (0: none).
+        lifelong_len (int): lifelong actions per request (0: none): synthetic data, session
+            logs.
+        impression_len (int): impressions per request (0: none): synthetic data, logs.
     """
 
     path: Optional[str] = None
@@ -344,7 +351,7 @@ def _log_source(name: str) -> DataSource:
             fmt, options.path, skip_bad_rows=options.skip_bad_rows, session_gap_s=options.session_gap_s,
             max_request_size=options.max_request_size, max_seq_len=options.max_seq_len, min_id_count=options.min_id_count,
             train_fraction=options.train_fraction, valid_fraction=options.valid_fraction,
-            lifelong_len=options.lifelong_len,
+            lifelong_len=options.lifelong_len, impression_len=options.impression_len,
         )
         for split in ("train", "eval") + (("valid",) if options.valid_fraction else ()):
             if requests.split(split).size == 0:
@@ -365,7 +372,7 @@ def _log_source(name: str) -> DataSource:
         def evaluation(split: str) -> Callable[[int, int], List[TransActBatch]]:
             return lambda rank, world: list(itertools.islice(batches(split, rank, world), options.eval_batches))
 
-        return _log_spec(
+        spec = _log_spec(
             requests.tasks,
             {feature: vocab.raw_ids for feature, vocab in vocabularies.items()},
             fmt.action_names,
@@ -380,8 +387,27 @@ def _log_source(name: str) -> DataSource:
             bool(options.valid_fraction),
             {**log.report, "requests": int(requests.request_time.size)},  # type: ignore[attr-defined]
         )
+        if requests.categorical_features:  # e.g. Taobao's item category
+            category = requests.categorical_features[0]
+            spec.category_vectors = lambda dim: _category_vectors(
+                log.items, log.categoricals[category], spec.num_items,  # type: ignore[attr-defined]
+                len(vocabularies[category].raw_ids) + 1, dim, options.seed)
+        return spec
 
     return open_log_source
+
+
+def _category_vectors(
+    items: np.ndarray, categories: np.ndarray, num_items: int, num_categories: int, dim: int, seed: int
+) -> torch.Tensor:
+    """[num_items, dim] vectors clustered by each item's category (an item seen with
+    several keeps its last row's); items never seen share category 0."""
+    from torchrec_transact.data.synthetic import clustered_vectors
+
+    of_item = np.zeros(num_items, dtype=np.int64)
+    of_item[items] = categories
+    generator = torch.Generator().manual_seed(seed)
+    return clustered_vectors(torch.from_numpy(of_item), num_categories, dim, generator=generator)
 
 
 def _open_prepared(options: DataOptions) -> DataSpec:

@@ -85,9 +85,30 @@ def category_item_embeddings(
         vectors = category_item_embeddings(100, 10, 8)
         vectors.shape  # torch.Size([100, 8])
     """
+    return clustered_vectors(torch.arange(num_items) % num_categories, num_categories, dim, noise, generator)
+
+
+def clustered_vectors(
+    categories: torch.Tensor,
+    num_categories: int,
+    dim: int,
+    noise: float = 0.3,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """A random centroid per category plus noise, one row per entry of ``categories``
+    (what :func:`category_item_embeddings` draws, for any item-to-category map, e.g. a
+    log's category column).
+
+    Returns:
+        torch.Tensor: [categories.numel(), dim].
+
+    Example::
+
+        vectors = clustered_vectors(torch.tensor([0, 2, 2, 1]), 3, 8)
+        vectors.shape  # torch.Size([4, 8])
+    """
     centroids = torch.randn(num_categories, dim, generator=generator)
-    categories = torch.arange(num_items) % num_categories
-    return centroids[categories] + noise * torch.randn(num_items, dim, generator=generator)
+    return centroids[categories] + noise * torch.randn(categories.numel(), dim, generator=generator)
 
 
 def _draw(rng: np.random.Generator, weights: np.ndarray, count: int) -> np.ndarray:

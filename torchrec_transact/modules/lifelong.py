@@ -12,7 +12,8 @@ example keeps ``k``:
 * ``"recent"``: the ``k`` most recent (the ablation's control).
 
 The selection is batched over the jagged values: one similarity per action (its item
-vector against its own example's candidate, never a [B, L, d] copy per candidate), one
+vector against its own example's candidate, one batched matrix-vector product, never a
+copy of the candidate per action), one
 ``topk`` on a [B, L] score matrix for the k-th best score of each example, and the ties at
 that score resolved by rank within the example. Selected actions stay in recency order.
 """
@@ -90,13 +91,23 @@ def _nearest(
     keep = torch.zeros_like(eligible)
     if k == 0 or eligible.numel() == 0:
         return keep
-    similarity = (item_embeddings.float() * candidate_embeddings.float()[segments]).sum(-1)
-    similarity = similarity.masked_fill(~eligible, float("-inf"))
-    # The k-th highest similarity of each example, from a [B, L] matrix padded with -inf.
+    # Each action's similarity to its own example's candidate as one batched matrix-vector
+    # product over the [B, L, d] padded actions (a view when every example has L): no
+    # copy of the candidate per action.
     longest = int(lengths.max())
     offsets = torch.cumsum(lengths, 0) - lengths
     within = torch.arange(segments.numel(), device=segments.device) - offsets[segments]
-    scores = similarity.new_full((batch_size, longest), float("-inf"))
+    items = item_embeddings.float()
+    if bool((lengths == longest).all()):
+        padded = items.view(batch_size, longest, -1)
+    else:
+        padded = items.new_zeros(batch_size, longest, items.shape[-1])
+        padded[segments, within] = items
+    scores = torch.bmm(padded, candidate_embeddings.float().unsqueeze(-1)).squeeze(-1)  # [B, L]
+    similarity = scores[segments, within].masked_fill(~eligible, float("-inf"))
+    # The k-th highest similarity of each example, from the [B, L] matrix, -inf where no
+    # action or an ineligible one.
+    scores.fill_(float("-inf"))
     scores[segments, within] = similarity
     kth = scores.topk(min(k, longest), dim=1).values[:, -1]  # -inf: fewer than k eligible
     threshold = kth[segments]

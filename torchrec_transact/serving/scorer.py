@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_transact.models.protocol import RankingModel
 from torchrec_transact.modules.compiled import CompiledOrEager
@@ -233,8 +234,7 @@ class RequestScorer(nn.Module):
                 impression_items = next(sides) if impression_item_ids is not None else None
                 lifelong_candidates = None
                 if frozen is not None and lifelong_item_ids is not None:  # the frozen pretrained table
-                    lifelong_items, lifelong_candidates = frozen(torch.cat([lifelong_item_ids, candidate_ids])).split(
-                        [lifelong_item_ids.shape[0], num_candidates])
+                    lifelong_items, lifelong_candidates = self._frozen_lookup(frozen, lifelong_item_ids, candidate_ids)
                 sequence = self.request_encoder.with_side_sequences(
                     action_types, sequence_items, candidates, lifelong_action_types, lifelong_items, impression_items,
                     lifelong_candidates)
@@ -244,6 +244,20 @@ class RequestScorer(nn.Module):
                 sequence = self.request_encoder(action_types, sequence_items, candidates, length)
         logits = self.model.logits_from_embeddings(dense, self.sparse_lookup(sparse_ids), sequence)
         return torch.sigmoid(logits.float())
+
+
+    def _frozen_lookup(
+        self, frozen: nn.Module, lifelong_item_ids: torch.Tensor, candidate_ids: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The lifelong items' and the candidates' vectors in a V2 model's frozen table
+        (torchrec's quantised collection: one KJT, each key one row of ids)."""
+        config = self.model.sequence_encoder.config
+        keys = [config.lifelong_item_feature, config.candidate_feature]
+        found = frozen(KeyedJaggedTensor(
+            keys=keys, values=torch.cat([lifelong_item_ids, candidate_ids]),
+            lengths=torch.tensor([lifelong_item_ids.shape[0], candidate_ids.shape[0]]),
+        ))
+        return found[keys[0]].values(), found[keys[1]].values()
 
 
 def _encode_request(
