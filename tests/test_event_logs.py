@@ -84,6 +84,12 @@ def test_kuairand_official_flags_make_several_actions_per_row(tmp_path) -> None:
     assert sequence["item_id"].lengths().tolist() == [3]
     assert sorted(names[a] for a in sequence["action_type"].values().tolist()) == ["click", "like", "long_view"]
     assert batch.labels.tolist() == [[0.0, 1.0, 1.0, 0.0]]  # like, hate, click, long_view
+    # TransAct V2's impressions: the user's earlier rows without an action (row 1).
+    _, shown = load_preset("kuairand", path, max_seq_len=10, train_fraction=0.5, valid_fraction=0.0,
+                           impression_len=5)
+    impressions = shown.batch([third]).sequence_features["impression_item_id"]
+    assert impressions.values().tolist() == [int(log.items[1])]
+    assert impressions.weights().tolist() == pytest.approx([1649591150.287 - 1649581150.287])
 
 
 def test_the_shared_real_logs_load(data_dir: str) -> None:

@@ -60,6 +60,8 @@ V2: Tuple[Variant, ...] = (
     Variant("v2_lifelong_nearest", {**V2_DATA, "lifelong_select_k": 32}, "+ 32 lifelong actions nearest the candidate"),
     Variant("v2_lifelong_recent", {**V2_DATA, "lifelong_select_k": 32, "lifelong_selection": "recent"},
             "+ the 32 most recent lifelong actions (control)"),
+    Variant("v2_lifelong_frozen", {**V2_DATA, "lifelong_select_k": 32, "lifelong_items": "data"},
+            "+ 32 lifelong nearest, frozen int8 pretrained vectors"),
     Variant("v2_impressions", {**V2_DATA, "impressions": True}, "+ 50 impressions"),
     Variant("v2_next_action", {**V2_DATA, "lifelong_select_k": 32, "next_action_loss": 0.1},
             "+ 32 lifelong nearest, + Next Action Loss (weight 0.1)"),

@@ -59,7 +59,8 @@ class TransActConfig:
             the selection, in a frozen row-wise int8 table of pretrained item vectors
             held by the encoder (``SequenceModule.load_lifelong_items``) instead of the
             trained item table: no gradient and no optimizer work for the thousands of
-            lifelong ids of an example, a quarter of float32's memory, and a similarity
+            lifelong ids of an example, 48 bytes a row at width 32 (32 codes, a float16
+            scale and bias, FBGEMM's alignment) instead of 128, and a similarity
             that means something for items the model never trained (V2's frozen
             pretrained vectors). The realtime sequence and the candidate token keep the
             trained table.
