@@ -263,11 +263,19 @@ class RequestTransAct(nn.Module):
         length = sum(a.shape[1] for a in actions)
         if length == 0:
             return candidate_embeddings.new_zeros(n, config.output_dim, dtype=torch.float32)
-        tokens = torch.cat([torch.cat(actions, 1), torch.cat(items, 1),
-                            candidate_embeddings.unsqueeze(1).expand(-1, length, -1)], -1)
+        # Each piece written once into the [N, T, d] tokens, in the encoder's precision.
+        action_dim, item_dim = actions[0].shape[-1], candidate_embeddings.shape[-1]
+        tokens = candidate_embeddings.new_empty(
+            n, length, action_dim + 2 * item_dim, dtype=arch._token_dtype(candidate_embeddings.device.type))
+        start = 0
+        for action, item in zip(actions, items):
+            end = start + action.shape[1]
+            tokens[:, start:end, :action_dim] = action
+            tokens[:, start:end, action_dim:action_dim + item_dim] = item
+            start = end
+        tokens[:, :, action_dim + item_dim:] = candidate_embeddings.unsqueeze(1)
         if arch.positional_embedding is not None:
-            tokens = tokens + arch.positional_embedding(torch.arange(tokens.shape[1], device=tokens.device))
-        tokens = tokens.to(arch._token_dtype(tokens.device.type))
+            tokens = tokens + arch.positional_embedding(torch.arange(length, device=tokens.device)).to(tokens.dtype)
         return arch._compress(arch.encoder(tokens, None, arch._shared_width), None).float()
 
     @staticmethod
