@@ -52,10 +52,10 @@ def peak_step(dtype: torch.dtype, device: torch.device = torch.device("cpu"), n:
 
 def share_of_peak(flops: float, seconds: List[float], peak_seconds: List[float], n: int = 1024) -> float:
     """Median over rounds of ``flops`` / a round's time, as a share of the best matmul peak
-    of the run: the fastest of the [n, n] products that :func:`peak_step` timed among the
-    variants. The best, not each round's own: a lone product timed right after other work
-    starts cold (sleeping threads, evicted caches) and read up to 40% below the peak here
-    (bf16, 2026-12-01), which inflated the shares."""
+    of the case: the fastest of the [n, n] products that :func:`peak_step` timed among the
+    case's variants (``peak_seconds``). The best, not each round's own: a lone product
+    timed right after other work starts cold (sleeping threads, evicted caches) and read
+    up to 40% below the peak here (bf16, 2026-12-01), which inflated the shares."""
     peak_flops = 2.0 * n**3 / min(peak_seconds)
     return statistics.median(flops / t for t in seconds) / peak_flops
 

@@ -84,12 +84,31 @@ def test_kuairand_official_flags_make_several_actions_per_row(tmp_path) -> None:
     assert sequence["item_id"].lengths().tolist() == [3]
     assert sorted(names[a] for a in sequence["action_type"].values().tolist()) == ["click", "like", "long_view"]
     assert batch.labels.tolist() == [[0.0, 1.0, 1.0, 0.0]]  # like, hate, click, long_view
-    # TransAct V2's impressions: the user's earlier rows without an action (row 1).
-    _, shown = load_preset("kuairand", path, max_seq_len=10, train_fraction=0.5, valid_fraction=0.0,
-                           impression_len=5)
-    impressions = shown.batch([third]).sequence_features["impression_item_id"]
-    assert impressions.values().tolist() == [int(log.items[1])]
-    assert impressions.weights().tolist() == pytest.approx([1649591150.287 - 1649581150.287])
+
+
+def test_event_log_impressions_are_the_users_earlier_rows_without_an_action(tmp_path) -> None:
+    """TransAct V2's impressions on an event log: the user's rows without an action before
+    the request's session, most recent first; not another user's, not the session's own,
+    not later ones."""
+    header = "user_id\tvideo_id\ttime_ms\tis_click\tis_like\tis_follow\tis_comment\tis_forward\tis_hate\tlong_view"
+    quiet, click = "0\t0\t0\t0\t0\t0\t0", "1\t0\t0\t0\t0\t0\t0"
+    rows = [header,
+            f"7\t100\t1000000000000\t{quiet}",  # user 7, shown, not engaged: an impression
+            f"7\t101\t1000000100000\t{click}",
+            f"7\t102\t1000000200000\t{quiet}",  # another impression, more recent
+            f"8\t103\t1000000250000\t{quiet}",  # user 8's: never user 7's
+            f"7\t104\t1000090000000\t{click}",  # user 7's next session (the request)
+            f"7\t105\t1000090001000\t{quiet}",  # in that session: its own candidate
+            f"7\t106\t1000190000000\t{quiet}"]  # later session: after the request
+    path = write_file(tmp_path, "log.tsv", "\n".join(rows) + "\n")
+    log, shown = load_preset("kuairand", path, max_seq_len=10, train_fraction=0.5, valid_fraction=0.0,
+                             impression_len=5)
+    user7 = int(log.users[0])
+    request = int(np.flatnonzero((shown.request_user == user7) & (shown.request_time == 1000090000.0))[0])
+    impressions = shown.batch([request]).sequence_features["impression_item_id"]
+    n = int(impressions.lengths()[0])
+    assert impressions.values()[:n].tolist() == [int(log.items[2]), int(log.items[0])]
+    assert impressions.weights()[:n].tolist() == pytest.approx([89800.0, 90000.0])
 
 
 def test_the_shared_real_logs_load(data_dir: str) -> None:

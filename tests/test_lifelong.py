@@ -45,6 +45,21 @@ def test_nearest_selection_equals_a_per_example_loop(seed: int) -> None:
             assert kept.position[kept.example == b].tolist() == list(range(len(expected[b])))
 
 
+@pytest.mark.parametrize("pattern", ["equal", "skewed"])
+def test_nearest_selection_equals_the_loop_for_equal_and_skewed_lengths(pattern: str) -> None:
+    """Both other layouts of the similarity: a view when every example has the same length,
+    a copy of the candidate per action when padding would be mostly empty."""
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.full((6,), 12) if pattern == "equal" else torch.tensor([60, 1, 0, 2, 1, 3])
+    total = int(lengths.sum())
+    ages = torch.randn(total, generator=g) * 100 + 50
+    items = torch.randint(-2, 3, (total, 4), generator=g).float()
+    candidates = torch.randint(-2, 3, (6, 4), generator=g).float()
+    kept = select_lifelong(lengths, ages, 3, 100, "nearest", items, candidates)
+    expected = _brute_force(lengths, ages, items, candidates, 3, 100)
+    assert [kept.index[kept.example == b].tolist() for b in range(6)] == expected
+
+
 def test_recent_selection_keeps_the_most_recent_non_leakage() -> None:
     lengths = torch.tensor([5, 2])
     ages = torch.tensor([-1.0, 10.0, 20.0, 30.0, 40.0, 5.0, -3.0])
@@ -340,15 +355,24 @@ def test_training_with_a_frozen_lifelong_table(tmp_path) -> None:
     results = main(small + ["--lifelong-items", "data", "--output-dir", str(tmp_path / "data")])
     assert 0.0 < results["transact"]["auc-save"] < 1.0
     predictor = Predictor.from_checkpoint(str(tmp_path / "data"))
-    assert _frozen_vectors(predictor.model.sequence_encoder).abs().sum() > 0  # loaded, not the zeros
+    from torchrec_transact.config import TrainConfig
+    from torchrec_transact.trainer import open_run_data
 
     config = predictor.sequence_config
+    expected = open_run_data(TrainConfig(lifelong_history=60)).item_vectors(config.item_embedding_dim)
+    step = (expected.amax(1) - expected.amin(1))[:, None] / 255
+    assert ((_frozen_vectors(predictor.model.sequence_encoder) - expected).abs() <= step).all()
+
     vectors = torch.randn(config.num_items, config.item_embedding_dim)
     path = tmp_path / "items.pt"
     torch.save(vectors, path)
     main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "file")])
     loaded = _frozen_vectors(Predictor.from_checkpoint(str(tmp_path / "file")).model.sequence_encoder)
     assert ((loaded - vectors).abs() <= (vectors.amax(1) - vectors.amin(1))[:, None] / 255).all()
+    with open(path, "wb") as f:
+        f.write(b"not a tensor file")
+    assert_one_line_exit(lambda: main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "bad")]),
+                         2, "--lifelong-items")
     torch.save(vectors[:5], path)
     assert_one_line_exit(lambda: main(small + ["--lifelong-items", str(path), "--output-dir", str(tmp_path / "bad")]),
                          2, "expected a [")

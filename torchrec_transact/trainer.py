@@ -144,14 +144,18 @@ def _lifelong_item_buffers(
     else:
         try:
             vectors = torch.load(config.lifelong_items, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as error:
-            raise ConfigError(f"--lifelong-items {config.lifelong_items}: {error}") from None
+        except Exception as error:  # missing, not a tensor file, an unsafe pickle, ...
+            raise ConfigError(f"--lifelong-items {config.lifelong_items}: {type(error).__name__}: {error}") from None
     if not isinstance(vectors, torch.Tensor) or tuple(vectors.shape) != (num_items, item_dim):
         shape = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__
         raise ConfigError(f"--lifelong-items {config.lifelong_items}: {shape}, expected a [{num_items}, {item_dim}] "
                           "tensor (the data's item vocabulary)")
     quantised = frozen_item_collection(encoder, vectors.float()).state_dict()
-    return {key: quantised[key.split(".lifelong_items.", 1)[1]] for key in keys if ".lifelong_items." in key}
+    found = {key: quantised[key.split(".lifelong_items.", 1)[1]] for key in keys if ".lifelong_items." in key}
+    if not found:  # the table would silently stay zeros
+        raise ConfigError(f"--lifelong-items {config.lifelong_items}: the model has no frozen lifelong table "
+                          f"(--encoder {config.encoder})")
+    return found
 
 
 def _select_tasks(batches: Iterator[TransActBatch], columns: Optional[List[int]]) -> Iterator[TransActBatch]:
@@ -176,6 +180,9 @@ def fit(
     from tqdm import tqdm
 
     tasks = config.check_data(spec.tasks)
+    if config.lifelong_items and device.type != "cpu":
+        # torchrec's quantised collection is built on the CPU and does not move with .to().
+        raise ConfigError(f"--lifelong-items: the frozen int8 lifelong table runs on the CPU for now, not {device.type}")
     columns = None if tasks == spec.tasks else [spec.tasks.index(t) for t in tasks]
     name = config.encoder
     torch.manual_seed(config.seed)  # identical initial weights on every rank
@@ -223,7 +230,7 @@ def fit(
     elif config.pretrained_items and spec.item_vectors is not None and item_key is not None:
         vectors = spec.item_vectors(model.model.sequence_encoder.config.item_embedding_dim)
         load_unsharded_state_dict(dmp, {item_key: vectors}, strict=False)
-    if config.lifelong_items and resume_from is None and not config.init_from:
+    if config.lifelong_items and resume_from is None:  # also over an --init-from checkpoint's table
         buffers = _lifelong_item_buffers(config, spec, model.model.sequence_encoder.config, dmp.state_dict())
         load_unsharded_state_dict(dmp, buffers, strict=False)
     use_pipeline = config.pipeline != "plain"

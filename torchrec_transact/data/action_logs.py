@@ -141,8 +141,9 @@ class LogRequests:
         return None
 
     def impression_history(self, request: int) -> Optional[UserEvents]:
-        """Items shown to the user before the request and not engaged with (at least the
-        ``impression_len`` most recent); None where the log has no impressions."""
+        """Items shown to the user before the request and not engaged with (the
+        ``impression_len`` most recent rows before the request's own; rows at the
+        request's time are dropped afterwards); None where the log has no impressions."""
         return None
 
     def lifelong_sequences(self, requests: Sequence[int]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:

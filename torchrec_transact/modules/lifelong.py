@@ -92,22 +92,25 @@ def _nearest(
     if k == 0 or eligible.numel() == 0:
         return keep
     # Each action's similarity to its own example's candidate as one batched matrix-vector
-    # product over the [B, L, d] padded actions (a view when every example has L): no
-    # copy of the candidate per action.
+    # product over the [B, L, d] padded actions (a view when every example has L), not a
+    # copy of the candidate per action; very skewed lengths keep the copy.
     longest = int(lengths.max())
     offsets = torch.cumsum(lengths, 0) - lengths
     within = torch.arange(segments.numel(), device=segments.device) - offsets[segments]
-    items = item_embeddings.float()
+    items, candidates = item_embeddings.float(), candidate_embeddings.float()
     if bool((lengths == longest).all()):
-        padded = items.view(batch_size, longest, -1)
-    else:
+        scores = torch.bmm(items.view(batch_size, longest, -1), candidates.unsqueeze(-1)).squeeze(-1)  # [B, L]
+        similarity = scores.view(-1)
+    elif batch_size * longest <= 2 * segments.numel():
         padded = items.new_zeros(batch_size, longest, items.shape[-1])
         padded[segments, within] = items
-    scores = torch.bmm(padded, candidate_embeddings.float().unsqueeze(-1)).squeeze(-1)  # [B, L]
-    similarity = scores[segments, within].masked_fill(~eligible, float("-inf"))
-    # The k-th highest similarity of each example, from the [B, L] matrix, -inf where no
+        similarity = torch.bmm(padded, candidates.unsqueeze(-1)).squeeze(-1)[segments, within]
+    else:  # skewed lengths: padding would cost more than a copy of the candidate per action
+        similarity = (items * candidates[segments]).sum(-1)
+    similarity = similarity.masked_fill(~eligible, float("-inf"))
+    # The k-th highest similarity of each example, from a [B, L] matrix, -inf where no
     # action or an ineligible one.
-    scores.fill_(float("-inf"))
+    scores = similarity.new_full((batch_size, longest), float("-inf"))
     scores[segments, within] = similarity
     kth = scores.topk(min(k, longest), dim=1).values[:, -1]  # -inf: fewer than k eligible
     threshold = kth[segments]

@@ -274,8 +274,8 @@ class RequestTransAct(nn.Module):
             tokens[:, start:end, action_dim:action_dim + item_dim] = item
             start = end
         tokens[:, :, action_dim + item_dim:] = candidate_embeddings.unsqueeze(1)
-        if arch.positional_embedding is not None:
-            tokens = tokens + arch.positional_embedding(torch.arange(length, device=tokens.device)).to(tokens.dtype)
+        if arch.positional_embedding is not None:  # added in float32 and rounded once, as the arch does
+            tokens = (tokens + arch.positional_embedding(torch.arange(length, device=tokens.device))).to(tokens.dtype)
         return arch._compress(arch.encoder(tokens, None, arch._shared_width), None).float()
 
     @staticmethod
