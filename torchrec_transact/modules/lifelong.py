@@ -88,9 +88,8 @@ def _nearest(
 ) -> torch.Tensor:
     """Keep flags of the k eligible actions per example with the highest similarity."""
     batch_size = lengths.numel()
-    keep = torch.zeros_like(eligible)
     if k == 0 or eligible.numel() == 0:
-        return keep
+        return torch.zeros_like(eligible)
     # Each action's similarity to its own example's candidate as one batched matrix-vector
     # product over the [B, L, d] padded actions (a view when every example has L), not a
     # copy of the candidate per action; very skewed lengths keep the copy.
@@ -107,15 +106,34 @@ def _nearest(
         similarity = torch.bmm(padded, candidates.unsqueeze(-1)).squeeze(-1)[segments, within]
     else:  # skewed lengths: padding would cost more than a copy of the candidate per action
         similarity = (items * candidates[segments]).sum(-1)
-    similarity = similarity.masked_fill(~eligible, float("-inf"))
-    # The k-th highest similarity of each example, from a [B, L] matrix, -inf where no
-    # action or an ineligible one.
+    # A [B, L] matrix, -inf where no action or an ineligible one.
     scores = similarity.new_full((batch_size, longest), float("-inf"))
-    scores[segments, within] = similarity
-    kth = scores.topk(min(k, longest), dim=1).values[:, -1]  # -inf: fewer than k eligible
-    threshold = kth[segments]
-    above = eligible & (similarity > threshold)
-    # Ties at the k-th score: the most recent ones fill the remaining places.
-    tied = eligible & (similarity == threshold)
-    places = k - torch.zeros(batch_size, dtype=torch.long, device=keep.device).index_add_(0, segments, above.long())
-    return above | (tied & (rank_within_segments(tied, segments, batch_size) < places[segments]))
+    scores[segments, within] = similarity.masked_fill(~eligible, float("-inf"))
+    return top_k_recent_first(scores, k)[segments, within]
+
+
+def top_k_recent_first(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """bool [R, L]: in each row, the ``k`` highest scores, ties to the lower column (the
+    more recent action); an entry at -inf (no action, or not eligible) is never chosen, so
+    a row with fewer than ``k`` others keeps them all. The training selection (jagged,
+    padded to [B, L]) and the serving scorer ([candidates, Ll]) both select this way.
+
+    Example::
+
+        scores = torch.tensor([[0.5, 0.9, 0.5, 0.1], [0.3, float("-inf"), 0.0, 0.0]])
+        top_k_recent_first(scores, 2)  # [[True, True, False, False], [True, False, True, False]]
+    """
+    kept = min(k, scores.shape[1])
+    if kept == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    kth = scores.topk(kept, dim=1, sorted=False).values.amin(1, keepdim=True)
+    chosen = scores >= kth
+    # Rows to settle: ties at the k-th score (a repeated item), or fewer than k eligible.
+    rows = ((chosen.sum(1) != kept) | (kth.squeeze(1) == float("-inf"))).nonzero().squeeze(1)
+    if rows.numel():
+        row_scores, threshold = scores[rows], kth[rows]
+        above = row_scores > threshold
+        tied = (row_scores == threshold) & (row_scores > float("-inf"))
+        places = kept - above.sum(1, keepdim=True)
+        chosen[rows] = above | (tied & (torch.cumsum(tied, 1) - tied.long() < places))
+    return chosen

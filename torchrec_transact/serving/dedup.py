@@ -33,6 +33,7 @@ from torch import nn
 
 from torchrec_transact.modules.encoder import autocast_dtype, TransformerEncoderLayer
 from torchrec_transact.modules.arch import TransActSequenceArch
+from torchrec_transact.modules.lifelong import top_k_recent_first
 
 
 def _first_layer_shared(
@@ -294,13 +295,4 @@ def _nearest_recent_first(candidates: torch.Tensor, items: torch.Tensor, k: int)
     with off:  # float32 scores
         similarity = candidates.float() @ items.float().t()  # [N, Ll]
     kept = min(k, items.shape[0])
-    kth = similarity.topk(kept, dim=1, sorted=False).values.amin(1, keepdim=True)
-    chosen = similarity >= kth
-    rows = (chosen.sum(1) != kept).nonzero().squeeze(1)
-    if rows.numel():  # ties at the k-th score (a repeated item): the most recent fill
-        scores, threshold = similarity[rows], kth[rows]
-        above = scores > threshold
-        tied = scores == threshold
-        places = kept - above.sum(1, keepdim=True)
-        chosen[rows] = above | (tied & (torch.cumsum(tied, 1) - tied.long() <= places - 1))
-    return chosen.nonzero()[:, 1].view(candidates.shape[0], kept)
+    return top_k_recent_first(similarity, kept).nonzero()[:, 1].view(candidates.shape[0], kept)
