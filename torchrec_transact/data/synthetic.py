@@ -111,6 +111,16 @@ def clustered_vectors(
     return centroids[categories] + noise * torch.randn(categories.numel(), dim, generator=generator)
 
 
+def _item_in(category: np.ndarray, num_items: int, num_categories: int, rng: np.random.Generator) -> np.ndarray:
+    """A random item of each entry's category (an item's category is ``item % num_categories``)."""
+    return category + num_categories * rng.integers(0, num_items // num_categories, category.shape)
+
+
+def _pick(choices: np.ndarray, shape: Tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """[R, n] entries drawn uniformly, with replacement, from each row of ``choices`` [R, m]."""
+    return np.take_along_axis(choices, rng.integers(0, choices.shape[1], shape), axis=1)
+
+
 def _draw(rng: np.random.Generator, weights: np.ndarray, count: int) -> np.ndarray:
     """[R, count] indices drawn from each row's categorical distribution ``weights``."""
     cumulative = weights.cumsum(axis=1)
@@ -302,17 +312,16 @@ class SyntheticActionData(IterableDataset):
             interests = self.user_interests[users]
             kind = rng.random((R, L))
             category = np.where(
-                kind < c.dormant_share, np.take_along_axis(dormant, rng.integers(0, 2, (R, L)), axis=1),
-                np.where(kind < c.dormant_share + 0.4, np.take_along_axis(interests, rng.integers(0, 3, (R, L)), axis=1),
+                kind < c.dormant_share, _pick(dormant, (R, L), rng),
+                np.where(kind < c.dormant_share + 0.4, _pick(interests, (R, L), rng),
                          rng.integers(0, C, (R, L))))
             hides = rng.random((R, L)) < 0.05
             actions = np.where(hides, HIDE, np.where(rng.random((R, L)) < c.save_rate, SAVE, CLICK))
-            items = category + C * rng.integers(0, c.num_items // C, (R, L))
+            items = _item_in(category, c.num_items, C, rng)
             oldest = ages.max(axis=1, initial=0.0)
             life_ages = np.sort(oldest[:, None] + rng.uniform(14 * 86400.0, 365 * 86400.0, (R, L)), axis=1)
             pick = rng.random((R, N)) < c.dormant_candidates
-            candidate_category = np.where(pick, np.take_along_axis(dormant, rng.integers(0, 2, (R, N)), axis=1),
-                                          candidate_category)
+            candidate_category = np.where(pick, _pick(dormant, (R, N), rng), candidate_category)
             positive = actions != HIDE
             same = category[:, None, :] == candidate_category[:, :, None]  # [R, N, L]
             engage += 8.0 * (same & positive[:, None, :]).sum(-1) / L
@@ -320,19 +329,16 @@ class SyntheticActionData(IterableDataset):
         if c.impression_len > 0:
             K = c.impression_len
             ignored = rng.integers(0, C, (R, 2))
-            shown_category = np.where(rng.random((R, K)) < 0.7,
-                                      np.take_along_axis(ignored, rng.integers(0, 2, (R, K)), axis=1),
-                                      rng.integers(0, C, (R, K)))
-            shown = shown_category + C * rng.integers(0, c.num_items // C, (R, K))
+            shown_category = np.where(rng.random((R, K)) < 0.7, _pick(ignored, (R, K), rng), rng.integers(0, C, (R, K)))
+            shown = _item_in(shown_category, c.num_items, C, rng)
             shown_ages = np.sort(rng.exponential(3 * 3600.0, (R, K)) + 1.0, axis=1)
             pick = rng.random((R, N)) < 0.15
-            candidate_category = np.where(pick, np.take_along_axis(ignored, rng.integers(0, 2, (R, N)), axis=1),
-                                          candidate_category)
+            candidate_category = np.where(pick, _pick(ignored, (R, N), rng), candidate_category)
             same = shown_category[:, None, :] == candidate_category[:, :, None]
             engage -= 3.0 * same.sum(-1) / K
             sides.append(_RequestSequence((IMPRESSION_ITEM_FEATURE,), (shown,), shown_ages))
         changed = candidate_category != (candidates % C)
-        candidates = np.where(changed, candidate_category + C * rng.integers(0, c.num_items // C, (R, N)), candidates)
+        candidates = np.where(changed, _item_in(candidate_category, c.num_items, C, rng), candidates)
         return _Extras(candidate_category, candidates, engage, sides)
 
     def generate(self, batch_index: int) -> SyntheticBatch:
@@ -358,7 +364,7 @@ class SyntheticActionData(IterableDataset):
         hide_category = rng.integers(0, C, (R, L))
         category = np.where(hides, hide_category, session_category)
         actions = np.where(hides, HIDE, np.where(rng.random((R, L)) < c.save_rate, SAVE, CLICK))
-        items = category + C * rng.integers(0, c.num_items // C, (R, L))
+        items = _item_in(category, c.num_items, C, rng)
         gaps = np.where(new_session, rng.exponential(8 * 3600.0, (R, L)), rng.exponential(60.0, (R, L)))
         # Ages: the most recent action is minutes old; older ones add the gaps after them.
         latest_age = rng.exponential(300.0, R) + 1.0
@@ -387,7 +393,7 @@ class SyntheticActionData(IterableDataset):
             [np.repeat(recent_category[:, None], N, 1), long_pick, np.repeat(hidden_category[:, None], N, 1)],
             rng.integers(0, C, (R, N)),
         )
-        candidates = candidate_category + C * rng.integers(0, c.num_items // C, (R, N))
+        candidates = _item_in(candidate_category, c.num_items, C, rng)
         extra = _Extras()
         if c.lifelong_len > 0 or c.impression_len > 0:
             extra = self._extras(users, ages, candidate_category, candidates, np.random.default_rng([self.seed, stream, batch_index, 7]))
