@@ -72,6 +72,19 @@ def _side_values(
     return SideSequenceValues(keys, values, flat(2), lengths)
 
 
+def _first_of_runs(values: np.ndarray) -> np.ndarray:
+    """bool [n]: True where a sorted array's value differs from the one before (and at 0)."""
+    new = np.ones(values.size, dtype=bool)
+    new[1:] = values[1:] != values[:-1]
+    return new
+
+
+def _run_starts(new_run: np.ndarray) -> np.ndarray:
+    """int [n]: the position where each element's run begins (``new_run`` marks the first
+    element of every run)."""
+    return np.maximum.accumulate(np.where(new_run, np.arange(new_run.size), 0))
+
+
 def task_matrix(fmt: EventFormat) -> np.ndarray:
     """bool [T, A]: which actions make each task positive."""
     names = fmt.action_names
@@ -271,17 +284,14 @@ class SessionRequests(LogRequests):
         self._order = order
         users, times = log.users[order], log.timestamps[order]
         n = len(order)
-        new_user = np.ones(n, dtype=bool)
-        new_user[1:] = users[1:] != users[:-1]
+        new_user = _first_of_runs(users)
         new_session = new_user.copy()
         new_session[1:] |= (times[1:] - times[:-1]) > session_gap_s
         if max_request_size is not None:
-            session_start = np.maximum.accumulate(np.where(new_session, np.arange(n), 0))
-            new_session |= (np.arange(n) - session_start) % max_request_size == 0
+            new_session |= (np.arange(n) - _run_starts(new_session)) % max_request_size == 0
         self.request_start = np.flatnonzero(new_session)  # positions in sorted order
         self.request_end = np.append(self.request_start[1:], n)
-        user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
-        self.history_start = user_start[self.request_start]
+        self.history_start = _run_starts(new_user)[self.request_start]
         self.request_time = times[self.request_start]
         self.request_user = users[self.request_start]
         labels = (log.action_mask[order].astype(np.float32) @ self._tasks.T.astype(np.float32)) > 0
@@ -387,12 +397,9 @@ class ImpressionRequests(LogRequests):
         spans = span_positions(self._candidate_start, order)
         unclicked = ~self.log.clicked[spans]
         sorted_row = np.repeat(np.arange(n), self.request_size[order])[unclicked]
-        users = self.request_user[order]
-        new_user = np.ones(n, dtype=bool)
-        new_user[1:] = users[1:] != users[:-1]
         position = np.empty(n, dtype=np.int64)
         position[order] = np.arange(n)
-        return (position, np.maximum.accumulate(np.where(new_user, np.arange(n), 0)),
+        return (position, _run_starts(_first_of_runs(self.request_user[order])),
                 np.searchsorted(sorted_row, np.arange(n + 1)),
                 np.repeat(self.request_time[order], self.request_size[order])[unclicked],
                 self.log.candidates[spans][unclicked])
