@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What the benchmarks share, on torch alone (``gpu_check.py`` runs without torchrec):
-encoder FLOPs, the matmul peak measured in-process, interleaved timing and percentiles."""
+encoder FLOPs, the matmul peak measured in-process, interleaved timing and percentiles,
+the peak memory of one step."""
 
+import resource
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -97,3 +99,25 @@ def percentiles_ms(seconds: List[float]) -> Dict[str, float]:
 def paired_speedup(reference: List[float], ours: List[float]) -> Dict[str, float]:
     """Median, min and max over rounds of reference time / our time in the same round."""
     return spread([r / o for r, o in zip(reference, ours)])
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
+
+
+def step_peak_mb(step: Callable[[], None]) -> float:
+    """The rise of this process's peak resident memory during one call of ``step``, in MB
+    (over its resident memory before the call). The peak is reset first through
+    ``/proc/self/clear_refs`` ("5" clears VmHWM, Linux >= 4.0); without it, the process's
+    lifetime peak, so run each case in a fresh process."""
+    before = _rss_kb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        step()
+        peak_kb = _rss_kb("VmHWM") - before
+    except OSError:  # no clear_refs
+        step()
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    return peak_kb / 1024.0

@@ -51,11 +51,6 @@ def _kjt(batch_size: int, lifelong: int, g: torch.Generator, num_items: int = 10
         keys=keys, values=torch.cat(values), lengths=torch.cat(lengths).int(), weights=torch.cat(weights))
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
-
-
 def case(batch_size: int, lifelong: int, repeats: int, frozen: int = 0) -> Dict[str, float]:
     """One case in this process: ms per training step and the step's peak memory."""
     from torchrec_transact import TransAct, TransActConfig
@@ -73,11 +68,9 @@ def case(batch_size: int, lifelong: int, repeats: int, frozen: int = 0) -> Dict[
         module(kjt).sum().backward()
         module.zero_grad(set_to_none=True)
 
-    before = _rss_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM (Linux >= 4.0)
-        f.write("5")
-    step()
-    peak_mb = (_rss_kb("VmHWM") - before) / 1024.0
+    from bench_utils import step_peak_mb
+
+    peak_mb = step_peak_mb(step)
     times: List[float] = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -92,11 +91,6 @@ def percentiles(seconds: List[float]) -> Dict[str, float]:
 # ----------------------------------------------------------------- sequence length
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
-
-
 def _sequence_models(
     length: int, batch_size: int
 ) -> Tuple[Dict[str, Callable[[], torch.Tensor]], Dict[str, torch.nn.Module]]:
@@ -131,16 +125,9 @@ def sequence_peak(implementation: str, length: int, batch_size: int) -> Dict[str
     """Peak memory of one training step; meant to run in a fresh process."""
     forwards, modules = _sequence_models(length, batch_size)
     forward, module = forwards[implementation], modules[implementation]
-    before = _rss_kb("VmRSS")
-    try:  # reset the peak: "5" clears VmHWM (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        _train_step(forward, module)
-        peak_kb = _rss_kb("VmHWM") - before
-    except OSError:  # no clear_refs: the lifetime peak
-        _train_step(forward, module)
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    return {"train_peak_mb": peak_kb / 1024.0}
+    from bench_utils import step_peak_mb
+
+    return {"train_peak_mb": step_peak_mb(lambda: _train_step(forward, module))}
 
 
 def sequence_timing(length: int, batch_size: int, seconds: float) -> Dict[str, Dict[str, float]]:
